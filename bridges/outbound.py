@@ -1,0 +1,91 @@
+"""Kafka → RabbitMQ: republish every change as durable, persistent messages.
+
+Reads the positions changelog (each record is a state and the effects of the change
+that produced it) and the outbox topic (portfolio and snapshot events). Publishes
+with publisher confirms, then commits the Kafka offsets. RabbitMQ down → nothing is
+committed, the backlog waits in Kafka and drains in per-partition (per-asset) order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import orjson
+from aiokafka import ConsumerRecord
+
+from pm_streams.clock import Clock
+from pm_streams.consumer import BatchConsumer
+from pm_streams.domain import book_from_bytes
+from pm_streams.events import position_events
+from pm_streams.logs import get_logger
+from pm_streams.metrics import Metrics
+from pm_streams.names import OUTPUT_EVENT_TYPES
+from pm_streams.settings import Settings
+
+log = get_logger("bridges.outbound")
+
+
+class Republisher(BatchConsumer):
+    name = "republisher"
+
+    def __init__(self, settings: Settings, metrics: Metrics, clock: Clock, **kwargs: Any) -> None:
+        names = settings.kafka
+        super().__init__(
+            settings,
+            metrics,
+            (names.positions_changelog, names.outbox_topic),
+            names.republisher_group,
+            **kwargs,
+        )
+        self.clock = clock
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+
+    async def on_open(self) -> None:
+        if self.channel is not None and not self.channel.is_closed:
+            return
+        self.connection = await aio_pika.connect(self.settings.rabbitmq_url, timeout=10)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        for event_type in OUTPUT_EVENT_TYPES:
+            await self.channel.declare_queue(self.settings.queues.output(event_type), durable=True)
+
+    async def on_close(self) -> None:
+        if self.connection is not None and not self.connection.is_closed:
+            try:
+                await self.connection.close()
+            except Exception as exc:
+                log.debug("close_failed", error=repr(exc))
+        self.connection = self.channel = None
+
+    def events(self, record: ConsumerRecord) -> list[tuple[str, dict[str, Any]]]:
+        if record.topic == self.settings.kafka.outbox_topic:
+            body = orjson.loads(record.value)
+            return [(str(body["event_type"]), body)]
+        if record.value is None:
+            return []
+        return position_events(book_from_bytes(record.value), self.clock.now())
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        if self.channel is None or self.channel.is_closed:
+            raise ConnectionError("rabbitmq channel closed")
+        exchange = self.channel.default_exchange
+        confirms = []
+        for record in records:
+            for event_type, body in self.events(record):
+                message = aio_pika.Message(
+                    orjson.dumps(body),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                    message_id=str(body.get("event_id", "")),
+                    headers={"x-trace-id": str(body.get("trace_id", ""))},
+                )
+                confirms.append(
+                    exchange.publish(message, routing_key=self.settings.queues.output(event_type))
+                )
+                self.metrics.inc("pm_events_out_total", event_type=event_type)
+        if confirms:
+            async with asyncio.timeout(30):
+                await asyncio.gather(*confirms)

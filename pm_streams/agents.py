@@ -1,0 +1,58 @@
+"""Faust agents: a few lines each: decode, apply, write, emit."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from pm_streams.logs import bound_trace, get_logger
+from pm_streams.processing import step
+
+if TYPE_CHECKING:
+    from pm_streams.app import Service
+
+log = get_logger("pm_streams.agents")
+
+
+def register(service: Service) -> None:
+    app = service.app
+    table = service.positions
+    cache = service.books
+
+    @app.agent(service.input_topic, name="positions", concurrency=1)  # type: ignore[misc]
+    async def positions(stream: Any) -> None:
+        async for event in stream.events():
+            asset: str = event.key
+            started = time.perf_counter()
+            try:
+                result = step(
+                    cache.decode(asset, table.get(asset)),
+                    event.value,
+                    event.message.offset,
+                    service.clock.now(),
+                    service.engine,
+                )
+            except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
+                await _dead_letter(service, asset, event.value, exc)
+                continue
+            if result.write is not None and result.book is not None:
+                table[asset] = result.write
+                cache.remember(asset, result.write, result.book)
+            _report(service, asset, result.kind, result.notes, result.trace_id)
+            service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
+
+
+def _report(service: Service, asset: str, kind: str, notes: Any, trace_id: str | None) -> None:
+    service.metrics.inc("pm_events_processed_total", result=kind)
+    for note in notes:
+        service.metrics.inc("pm_engine_notes_total", kind=note.kind)
+        with bound_trace(trace_id or "-"):
+            log.info(note.kind, asset=asset, **dict(note.fields))
+
+
+async def _dead_letter(service: Service, asset: str, payload: bytes, exc: Exception) -> None:
+    service.metrics.inc("pm_engine_errors_total")
+    log.error("engine_error", asset=asset, error=repr(exc), exc_info=exc)
+    await service.dead_letter_topic.send(
+        key=asset, value=payload, headers={"x-reason": repr(exc)[:500].encode()}
+    )

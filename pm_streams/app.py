@@ -1,0 +1,151 @@
+"""The composition root: builds the Faust app and everything around it from `Settings`.
+
+Nothing here runs at import time. `build(settings)` returns a `Service` bundle that
+the CLI hands to a Faust worker; tests build their own with per-test settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from bridges.inbound import InboundBridge
+from bridges.outbound import Republisher
+from pm_streams.clock import Clock, SystemClock
+from pm_streams.domain import EngineConfig
+from pm_streams.metrics import Metrics
+from pm_streams.names import POSITIONS_TABLE
+from pm_streams.processing import BookCache
+from pm_streams.settings import Settings
+from tables.db import Database
+from tables.sink import PostgresSink
+
+
+@dataclass(frozen=True)
+class Service:
+    """Everything one worker owns, wired once."""
+
+    settings: Settings
+    app: faust.App
+    input_topic: Any
+    dead_letter_topic: Any
+    positions: Any
+    engine: EngineConfig
+    metrics: Metrics
+    clock: Clock
+    db: Database
+    bridge: InboundBridge
+    sink: PostgresSink
+    republisher: Republisher
+    books: BookCache = field(default_factory=BookCache)
+
+    @property
+    def services(self) -> tuple[Any, ...]:
+        """The services a worker runs beside the Faust app."""
+        return (self.db, self.bridge, self.sink, self.republisher)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        use_ws_avg_price=settings.use_ws_avg_price,
+        avg_price_diff_threshold=settings.avg_price_diff_threshold,
+        size_validation_threshold=settings.size_validation_threshold,
+        size_reconcile_grace=settings.size_reconcile_grace,
+        fill_id_capacity=settings.fill_id_capacity,
+    )
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app with the settings the field notes call for."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store=settings.store,
+        datadir=str(settings.worker_dir),
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        # Changelog recovery loops with 'latest' (NOTES); earliest is also what a
+        # fresh consumer of the input topic must do to lose nothing.
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_rebalance_timeout=max(settings.session_timeout, 10.0),
+        consumer_group_instance_id=settings.instance_id,
+        producer_acks=-1,
+        stream_recovery_delay=0.0,
+        # A processing error must not silently ack an event: the agent catches
+        # its own errors and dead-letters them, anything else is a crash.
+        stream_ack_exceptions=False,
+        web_enabled=True,
+        web_port=settings.port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        canonical_url=settings.canonical_url,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_tables_enabled=False,
+        web_metrics_enabled=False,
+        web_router_enabled=False,
+        web_in_thread=False,
+    )
+
+
+def build(settings: Settings, *, clock: Clock | None = None) -> Service:
+    """Declare topics and tables, then register agents, timers and web routes."""
+    from pm_streams import agents
+    from web import routes
+
+    app = faust_app(settings)
+    names = settings.kafka
+    input_topic = app.topic(
+        names.input_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=True,
+    )
+    dead_letter_topic = app.topic(
+        names.input_topic + ".dlq",
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+        internal=True,
+    )
+    positions = app.Table(
+        POSITIONS_TABLE,
+        schema=faust.Schema(
+            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+        partitions=settings.partitions,
+        # The changelog is also the change stream read by the sink and the
+        # republisher: keep every version for a week before compaction may drop it.
+        extra_topic_configs={"min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)},
+        help="Book of one asset: its legs, applied fill ids, last input offset.",
+    )
+    metrics = Metrics()
+    clock = clock or SystemClock()
+    db = Database(settings)
+    service = Service(
+        settings=settings,
+        app=app,
+        input_topic=input_topic,
+        dead_letter_topic=dead_letter_topic,
+        positions=positions,
+        engine=engine_config(settings),
+        metrics=metrics,
+        clock=clock,
+        db=db,
+        bridge=InboundBridge(settings, metrics),
+        sink=PostgresSink(settings, metrics, clock, db),
+        republisher=Republisher(settings, metrics, clock),
+    )
+    agents.register(service)
+    routes.register(service)
+    return service

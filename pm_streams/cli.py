@@ -1,0 +1,120 @@
+"""`pm-streams worker [--web-port N]` and `pm-streams migrate` (SPEC §10a).
+
+Exit codes: 0 clean stop, 2 bad configuration, 1 anything else; the reason is one
+line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from pm_streams import logs
+from pm_streams.settings import Settings, SettingsError
+
+EX_CONFIG = 2
+EX_FAILURE = 1
+
+
+class Worker(faust.Worker):  # type: ignore[misc]
+    """Faust's worker with our JSON logging instead of its console formatter."""
+
+    def __init__(self, *args: Any, log_level: str, **kwargs: Any) -> None:
+        self._pm_log_level = log_level
+        super().__init__(*args, **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        logs.configure(self._pm_log_level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pm-streams", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run one worker: agents, tables, web API, bridges")
+    worker.add_argument("--web-port", type=int, help="override POSITION_MANAGER_PORT")
+    sub.add_parser("migrate", help="apply the Postgres migrations and exit")
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"pm-streams: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "web_port", None) is not None:
+            if not 0 < args.web_port < 65536:
+                raise SettingsError("--web-port", f"{args.web_port} is not a TCP port")
+            settings = settings.with_port(args.web_port)
+    except SettingsError as exc:
+        return _fail(EX_CONFIG, str(exc))
+    logs.configure(settings.log_level)
+    if args.command == "migrate":
+        return migrate(settings)
+    return worker(settings)
+
+
+def migrate(settings: Settings) -> int:
+    from tables.db import migrate as run
+
+    try:
+        applied = asyncio.run(run(settings))
+    except Exception as exc:
+        return _fail(EX_FAILURE, f"migration failed: {exc!r}")
+    logs.get_logger("pm_streams.cli").info(
+        "migrated", schema=settings.postgres_schema, applied=applied
+    )
+    return 0
+
+
+def worker(settings: Settings) -> int:
+    from pm_streams.app import build
+    from pm_streams.topics import ensure_topics
+
+    if not settings.api_clients:
+        return _fail(
+            EX_CONFIG,
+            "invalid setting POSITION_MANAGER_API_KEY: set it or POSITION_MANAGER_API_KEYS "
+            "(the API refuses every request without a key)",
+        )
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(ensure_topics(settings))
+    except Exception as exc:
+        return _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+    service = build(settings)
+    logs.get_logger("pm_streams.cli").info(
+        "worker_starting",
+        app_id=settings.app_id,
+        api=f"{settings.canonical_url}/api/v1/",
+        health=f"{settings.canonical_url}/health",
+    )
+    runner = Worker(
+        service.app,
+        *service.services,
+        loop=loop,
+        quiet=True,
+        loglevel=settings.log_level,
+        log_level=settings.log_level,
+        workdir=str(settings.worker_dir),
+    )
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

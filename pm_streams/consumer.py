@@ -1,0 +1,118 @@
+"""A Kafka consumer loop for side effects outside the agents' hot path.
+
+Reads batches, hands each batch to `handle` (publish to RabbitMQ, write Postgres),
+and commits the offsets only after `handle` returned. When `handle` fails (the
+dependency is down) nothing is committed: the consumer seeks back to the last
+commit and retries after a backoff, so the backlog waits in Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from mode import Service
+
+from pm_streams.logs import get_logger
+from pm_streams.metrics import Metrics
+from pm_streams.settings import Settings
+
+log = get_logger("pm_streams.consumer")
+
+
+class BatchConsumer(Service):
+    name = "consumer"
+    max_records = 1000
+    poll_ms = 100
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        topics: Sequence[str],
+        group: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics
+        self.topics = tuple(topics)
+        self.group = group
+        self.consumer: AIOKafkaConsumer | None = None
+        self.last_handled_ms = 0
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        raise NotImplementedError
+
+    async def on_open(self) -> None:
+        """Open connections to the side-effect target (called before consuming)."""
+
+    async def on_close(self) -> None:
+        """Close them."""
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.on_close()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            session_timeout_ms=int(self.settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout / 3) * 1000),
+        )
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while not self.should_stop:
+            try:
+                if self.consumer is None:
+                    consumer = self._new_consumer()
+                    await consumer.start()
+                    self.consumer = consumer
+                await self.on_open()
+                await self._loop(self.consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.inc("pm_consumer_errors_total", consumer=self.name)
+                log.warning(f"{self.name}_retry", error=repr(exc), retry_in=delay)
+                await self.on_close()
+                if self.consumer is not None:
+                    try:
+                        await self.consumer.seek_to_committed()
+                    except Exception as seek_exc:
+                        log.warning(f"{self.name}_seek_failed", error=repr(seek_exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                delay = 0.5
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        while not self.should_stop:
+            batches = await consumer.getmany(
+                timeout_ms=self.poll_ms, max_records=self.max_records
+            )
+            records = [r for part in batches.values() for r in part]
+            if not records:
+                continue
+            records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+            await self.handle(records)
+            await consumer.commit()
+            newest = max(r.timestamp for r in records)
+            self.last_handled_ms = newest
+            self.metrics.set(
+                "pm_consumer_lag_seconds", max(0.0, time.time() - newest / 1000), consumer=self.name
+            )
+            self.metrics.inc("pm_consumer_records_total", len(records), consumer=self.name)

@@ -1,0 +1,346 @@
+"""Typed, frozen settings read from the environment (SPEC §10).
+
+`Settings.from_env()` is the only place that reads `os.environ`. A bad value raises
+`SettingsError` naming the variable; the CLI turns it into one stderr line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TypeVar
+
+from pm_streams.names import KafkaNames, QueueNames
+
+P = "POSITION_MANAGER_"
+T = TypeVar("T")
+
+DEFAULT_TIERS = "model-service:100,risk-manager:200,ui:1000"
+_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the service cannot run with."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"invalid setting {variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """One API key with its name (for logs and metrics) and its limit per minute."""
+
+    name: str
+    key: str
+    limit_per_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # service
+    port: int = 4800
+    web_bind: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    api_clients: tuple[ApiClient, ...] = ()
+    rate_limit_default: int = 100
+    rate_limit_overrides: Mapping[str, int] = field(default_factory=dict)
+    # engine
+    use_ws_avg_price: bool = True
+    avg_price_diff_threshold: Decimal = Decimal("0.001")
+    size_validation_threshold: Decimal = Decimal("0.0001")
+    size_reconcile_grace: float = 10.0
+    fill_id_capacity: int = 256
+    price_staleness_threshold: float = 300.0
+    price_api_url: str = "https://api.bybit.com"
+    # periodic work
+    snapshot_interval: float = 3600.0
+    snapshot_retention_days: int = 365
+    validation_interval: float = 1800.0
+    metrics_cache_ttl: float = 86400.0
+    portfolio_window: float = 60.0
+    portfolio_event_interval: float = 1.0
+    max_exposure_usdt: Decimal | None = None
+    # kafka / faust
+    kafka_broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "position-manager"
+    partitions: int = 8
+    data_dir: Path = Path("var/worker")
+    store: str = "memory://"
+    session_timeout: float = 10.0
+    instance_id: str | None = None
+    # postgres
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_db: str = "position_manager"
+    postgres_user: str = "position_manager"
+    postgres_password: str = "position_manager"
+    postgres_schema: str = "public"
+    # rabbitmq
+    rabbitmq_host: str = "127.0.0.1"
+    rabbitmq_port: int = 5672
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: str = "guest"
+    rabbitmq_vhost: str = "/"
+    queues: QueueNames = field(default_factory=QueueNames)
+
+    @property
+    def kafka(self) -> KafkaNames:
+        return KafkaNames(self.app_id)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The broker list in aiokafka's form (no `kafka://` scheme)."""
+        return ",".join(
+            part.strip().removeprefix("kafka://") for part in self.kafka_broker.split(";")
+        )
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        )
+
+    @property
+    def rabbitmq_url(self) -> str:
+        vhost = "%2F" if self.rabbitmq_vhost == "/" else self.rabbitmq_vhost
+        return (
+            f"amqp://{self.rabbitmq_user}:{self.rabbitmq_password}"
+            f"@{self.rabbitmq_host}:{self.rabbitmq_port}/{vhost}"
+        )
+
+    @property
+    def canonical_url(self) -> str:
+        return f"http://{self.web_host}:{self.port}"
+
+    @property
+    def worker_dir(self) -> Path:
+        return self.data_dir / self.app_id / f"{self.port}"
+
+    def limit_for(self, client: ApiClient) -> int:
+        return self.rate_limit_overrides.get(client.name, client.limit_per_min)
+
+    def with_port(self, port: int) -> Settings:
+        """The same settings for a worker serving on another web port."""
+        from dataclasses import replace
+
+        return replace(self, port=port)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return _Reader(os.environ if env is None else env).settings()
+
+
+class _Reader:
+    """Reads and checks each variable; the first bad one raises `SettingsError`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, InvalidOperation) as exc:
+            raise SettingsError(name, f"{raw!r} ({exc})") from None
+
+    def settings(self) -> Settings:
+        d = Settings()
+        g = self.get
+        default_limit = g(P + "RATE_LIMIT_DEFAULT", _positive_int, d.rate_limit_default)
+        clients = self.api_clients(default_limit)
+        app_id = g(P + "APP_ID", _app_id, d.app_id)
+        queues = QueueNames(
+            position_updates=g(P + "QUEUE_POSITION", _name, QueueNames.position_updates),
+            order_executed=g(P + "QUEUE_ORDER_EXECUTED", _name, QueueNames.order_executed),
+            output_prefix=g(P + "OUTPUT_PREFIX", _name, QueueNames.output_prefix),
+        )
+        return Settings(
+            port=g(P + "PORT", _port, d.port),
+            web_bind=g(P + "WEB_BIND", str, d.web_bind),
+            web_host=g(P + "WEB_HOST", str, d.web_host),
+            log_level=g(P + "LOG_LEVEL", _log_level, d.log_level),
+            api_clients=clients,
+            rate_limit_default=default_limit,
+            rate_limit_overrides=g(P + "RATE_LIMIT_OVERRIDES", _overrides, {}),
+            use_ws_avg_price=g(P + "USE_WS_AVG_PRICE", _bool, d.use_ws_avg_price),
+            avg_price_diff_threshold=g(
+                P + "AVG_PRICE_DIFF_THRESHOLD", _non_negative_decimal, d.avg_price_diff_threshold
+            ),
+            size_validation_threshold=g(
+                P + "SIZE_VALIDATION_THRESHOLD",
+                _non_negative_decimal,
+                d.size_validation_threshold,
+            ),
+            size_reconcile_grace=g(
+                P + "SIZE_RECONCILE_GRACE", _non_negative_float, d.size_reconcile_grace
+            ),
+            fill_id_capacity=g(P + "FILL_ID_CAPACITY", _positive_int, d.fill_id_capacity),
+            price_staleness_threshold=g(
+                P + "PRICE_STALENESS_THRESHOLD", _positive_float, d.price_staleness_threshold
+            ),
+            price_api_url=g(P + "PRICE_API_URL", _http_url, d.price_api_url),
+            snapshot_interval=g(P + "SNAPSHOT_INTERVAL", _positive_float, d.snapshot_interval),
+            snapshot_retention_days=g(
+                P + "SNAPSHOT_RETENTION_DAYS", _positive_int, d.snapshot_retention_days
+            ),
+            validation_interval=g(
+                P + "VALIDATION_INTERVAL", _positive_float, d.validation_interval
+            ),
+            metrics_cache_ttl=g(P + "METRICS_CACHE_TTL", _positive_float, d.metrics_cache_ttl),
+            portfolio_window=g(P + "PORTFOLIO_WINDOW", _positive_float, d.portfolio_window),
+            portfolio_event_interval=g(
+                P + "PORTFOLIO_EVENT_INTERVAL", _positive_float, d.portfolio_event_interval
+            ),
+            max_exposure_usdt=g(P + "MAX_EXPOSURE_USDT", _optional_decimal, None),
+            kafka_broker=g(P + "KAFKA_BROKER", _kafka_url, d.kafka_broker),
+            app_id=app_id,
+            partitions=g(P + "PARTITIONS", _positive_int, d.partitions),
+            data_dir=g(P + "DATA_DIR", Path, d.data_dir),
+            store=g(P + "STORE", _store, d.store),
+            session_timeout=g(P + "SESSION_TIMEOUT", _positive_float, d.session_timeout),
+            instance_id=g(P + "INSTANCE_ID", _name, None),
+            postgres_host=g("POSTGRES_HOST", str, d.postgres_host),
+            postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),
+            postgres_db=g("POSTGRES_DB", _name, d.postgres_db),
+            postgres_user=g("POSTGRES_USER", str, d.postgres_user),
+            postgres_password=g("POSTGRES_PASSWORD", str, d.postgres_password),
+            postgres_schema=g(P + "POSTGRES_SCHEMA", _identifier, d.postgres_schema),
+            rabbitmq_host=g("RABBITMQ_HOST", str, d.rabbitmq_host),
+            rabbitmq_port=g("RABBITMQ_PORT", _port, d.rabbitmq_port),
+            rabbitmq_user=g("RABBITMQ_USER", str, d.rabbitmq_user),
+            rabbitmq_password=g("RABBITMQ_PASSWORD", str, d.rabbitmq_password),
+            rabbitmq_vhost=g("RABBITMQ_VHOST", str, d.rabbitmq_vhost),
+            queues=queues,
+        )
+
+    def api_clients(self, default_limit: int) -> tuple[ApiClient, ...]:
+        clients: list[ApiClient] = []
+        single = self.env.get(P + "API_KEY", "").strip()
+        if single:
+            clients.append(ApiClient("default", single, default_limit))
+        many = self.env.get(P + "API_KEYS", "").strip()
+        for item in filter(None, (part.strip() for part in many.split(","))):
+            parts = item.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+                raise SettingsError(P + "API_KEYS", f"entry {parts[0]!r} is not name:key[:limit]")
+            limit = default_limit
+            if len(parts) == 3:
+                try:
+                    limit = _positive_int(parts[2])
+                except ValueError as exc:
+                    raise SettingsError(P + "API_KEYS", f"limit of {parts[0]!r}: {exc}") from None
+            clients.append(ApiClient(parts[0], parts[1], limit))
+        return tuple(clients)
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number of seconds")
+    return value
+
+
+def _non_negative_decimal(raw: str) -> Decimal:
+    value = Decimal(raw)
+    if not value.is_finite() or value < 0:
+        raise ValueError("must be a non-negative decimal")
+    return value
+
+
+def _optional_decimal(raw: str) -> Decimal | None:
+    return _non_negative_decimal(raw)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _app_id(raw: str) -> str:
+    if not _APP_ID.match(raw):
+        raise ValueError("letters, digits, '.', '_' and '-' only")
+    return raw
+
+
+_name = _app_id
+
+
+def _identifier(raw: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", raw):
+        raise ValueError("must be a lower-case SQL identifier")
+    return raw
+
+
+def _kafka_url(raw: str) -> str:
+    for part in raw.split(";"):
+        if not re.match(r"^(kafka://)?[^:/\s]+:\d+$", part.strip()):
+            raise ValueError("expected kafka://host:port[;kafka://host:port]")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", raw):
+        raise ValueError("expected an http(s) URL")
+    return raw.rstrip("/")
+
+
+def _store(raw: str) -> str:
+    if raw not in {"memory://", "rocksdb://"}:
+        raise ValueError("must be memory:// or rocksdb://")
+    return raw
+
+
+def _overrides(raw: str) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        name, sep, limit = item.partition(":")
+        if not sep or not name:
+            raise ValueError(f"entry {item!r} is not name:limit")
+        result[name] = _positive_int(limit)
+    return result

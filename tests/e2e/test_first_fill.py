@@ -1,0 +1,92 @@
+"""One fill end to end through real RabbitMQ, Kafka and a real worker subprocess,
+then the same position answered after SIGTERM and after SIGKILL (from the changelog)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.support.worker import Deployment, WorkerProcess, publish
+
+pytestmark = pytest.mark.e2e
+
+
+def fill(execution_id: str, side: str, qty: str, price: str, fee: str = "0") -> dict[str, Any]:
+    return {
+        "event_type": "order_executed",
+        "order_id": f"o-{execution_id}",
+        "execution_id": execution_id,
+        "asset": "BTCUSDT",
+        "side": side,
+        "execution_price": price,
+        "execution_quantity": qty,
+        "execution_fees": fee,
+        "mode": "one-way",
+        "executed_at": "2025-01-15T10:10:00Z",
+        "trace_id": f"trace-{execution_id}",
+    }
+
+
+def has_size(size: str) -> Any:
+    return lambda status, body: status == 200 and body.get("size") == size
+
+
+async def test_fill_reaches_api_and_survives_restarts(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    health = await worker.wait_healthy()
+    assert health["kafka_connected"] and health["queue_connected"]
+    assert health["database_connected"]
+
+    await publish(deployment.order_queue, [fill("e-1", "BUY", "1.0", "48000.00", "10")])
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    assert body["asset"] == "BTCUSDT"
+    assert body["side"] == "long"
+    assert body["mode"] == "one-way"
+    assert body["version"] == 1
+    position_id = body["id"]
+
+    await publish(deployment.order_queue, [fill("e-2", "BUY", "0.5", "50000.00")])
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.5"))
+    assert round(float(body["average_entry_price"]), 2) == 48666.67
+    assert body["version"] == 2
+
+    # SIGTERM: clean stop, exit 0; a new worker answers the same from the changelog.
+    assert worker.stop() == 0
+    worker = WorkerProcess(deployment, port=worker.port).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.5"))
+    assert body["id"] == position_id and body["version"] == 2
+
+    # SIGKILL: nothing flushed on the way out; still restored, and new fills apply once.
+    await publish(deployment.order_queue, [fill("e-3", "SELL", "0.5", "51000.00", "25.50")])
+    await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    assert worker.signal(signal.SIGKILL) == -signal.SIGKILL
+    worker = WorkerProcess(deployment, port=worker.port).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    assert body["id"] == position_id and body["version"] == 3
+    # (51000 - 48666.666…) * 0.5 - 25.50
+    assert round(float(body["realized_pnl"]), 2) == round((51000 - 146000 / 3) * 0.5 - 25.5, 2)
+
+
+async def test_unknown_key_is_rejected(deployment: Deployment, workers: list[WorkerProcess]) -> None:
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.get(worker.url + "/api/v1/positions/BTCUSDT") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        async with s.get(
+            worker.url + "/api/v1/positions/BTCUSDT", headers={"X-API-Key": "nope"}
+        ) as resp:
+            assert resp.status == 401

@@ -1,0 +1,205 @@
+"""Run real `pm-streams worker` subprocesses and talk to them over HTTP and AMQP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+
+from bridges.inbound import queue_arguments
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Deployment:
+    """One isolated deployment: its own app id, queues, Postgres schema and data dir."""
+
+    tmp: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app_id(self) -> str:
+        return f"pmtest-{self.run_id}"
+
+    @property
+    def position_queue(self) -> str:
+        return f"t{self.run_id}.ws-gateway.position"
+
+    @property
+    def order_queue(self) -> str:
+        return f"t{self.run_id}.order-manager.order_executed"
+
+    @property
+    def output_prefix(self) -> str:
+        return f"t{self.run_id}.position-manager"
+
+    @property
+    def schema(self) -> str:
+        return f"t_{self.run_id}"
+
+    def env(self, port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSITION_MANAGER_")}
+        env.update(
+            {
+                "POSITION_MANAGER_APP_ID": self.app_id,
+                "POSITION_MANAGER_PORT": str(port),
+                "POSITION_MANAGER_API_KEY": API_KEY,
+                "POSITION_MANAGER_PARTITIONS": str(self.partitions),
+                "POSITION_MANAGER_DATA_DIR": str(self.tmp / "data"),
+                "POSITION_MANAGER_QUEUE_POSITION": self.position_queue,
+                "POSITION_MANAGER_QUEUE_ORDER_EXECUTED": self.order_queue,
+                "POSITION_MANAGER_OUTPUT_PREFIX": self.output_prefix,
+                "POSITION_MANAGER_POSTGRES_SCHEMA": self.schema,
+                "POSITION_MANAGER_SESSION_TIMEOUT": "6",
+                "POSITION_MANAGER_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+
+class WorkerProcess:
+    def __init__(self, deployment: Deployment, port: int | None = None) -> None:
+        self.deployment = deployment
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = deployment.tmp / f"worker-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pm_streams.cli", "worker", "--web-port", str(self.port)],
+            cwd=ROOT,
+            env=self.deployment.env(self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def stop(self) -> int:
+        return self.signal(signal.SIGTERM)
+
+    def kill(self) -> int:
+        return self.signal(signal.SIGKILL)
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def assert_running(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+
+    async def get(self, path: str, **params: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.get(
+            self.url + path,
+            params=params,
+            headers={"X-API-Key": API_KEY},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as resp:
+            body = await resp.read()
+            try:
+                return resp.status, orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return resp.status, body.decode()
+
+    async def wait_healthy(self, timeout: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            self.assert_running()
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                status, body = await self.get("/health")
+                last = body
+                if status == 200 and body.get("status") == "healthy":
+                    return dict(body)
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"worker not healthy in {timeout}s: {last}\n{self.tail()}")
+
+    async def wait_for(
+        self, path: str, predicate: Any, timeout: float = 60.0, **params: str
+    ) -> Any:
+        """Poll `path` until predicate(status, body) is true; return the body."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            self.assert_running()
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                status, body = await self.get(path, **params)
+                last = (status, body)
+                if predicate(status, body):
+                    return body
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{path}: condition not met in {timeout}s, last {last}\n{self.tail()}")
+
+
+async def publish(queue: str, messages: list[Any], url: str = "amqp://guest:guest@127.0.0.1/") -> None:
+    """Publish JSON messages (dicts or raw bytes) to a queue declared as the bridge declares it."""
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True, arguments=queue_arguments())
+        for body in messages:
+            raw = body if isinstance(body, bytes) else orjson.dumps(body)
+            await channel.default_exchange.publish(
+                aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue,
+            )
+
+
+async def drain(queue: str, url: str = "amqp://guest:guest@127.0.0.1/") -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Everything currently in a queue (declared durable if missing)."""
+    connection = await aio_pika.connect_robust(url)
+    out = []
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.declare_queue(queue, durable=True)
+        while True:
+            message = await q.get(fail=False, no_ack=True)
+            if message is None:
+                return out
+            out.append(message)

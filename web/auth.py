@@ -1,0 +1,91 @@
+"""API keys (constant-time comparison) and per-key rate limits (sliding window)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections import deque
+
+from aiohttp import web
+
+from pm_streams.logs import get_logger
+from pm_streams.metrics import Metrics
+from pm_streams.settings import ApiClient, Settings
+from web.errors import ApiError, Handler
+
+log = get_logger("web.auth")
+
+OPEN_PATHS = ("/health", "/metrics")
+
+
+def key_fingerprint(key: str) -> str:
+    """What a log line may say about a key: a short hash, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class KeyRing:
+    def __init__(self, settings: Settings) -> None:
+        self.clients = settings.api_clients
+        self.settings = settings
+
+    def find(self, presented: str) -> ApiClient | None:
+        found = None
+        for client in self.clients:
+            # Compare against every key, so timing says nothing about which matched.
+            if hmac.compare_digest(client.key.encode(), presented.encode()):
+                found = client
+        return found
+
+
+class RateLimiter:
+    """At most `limit` requests per client in any 60 s window."""
+
+    window = 60.0
+
+    def __init__(self, clock: type[time.monotonic] | None = None) -> None:
+        self.hits: dict[str, deque[float]] = {}
+
+    def check(self, name: str, limit: int, now: float) -> float | None:
+        """None when allowed; else seconds until the next request would be."""
+        q = self.hits.setdefault(name, deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if len(q) >= limit:
+            return q[0] + self.window - now
+        q.append(now)
+        return None
+
+
+def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+    ring = KeyRing(settings)
+    limiter = RateLimiter()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
+            return await handler(request)
+        presented = request.headers.get("X-API-Key", "")
+        client = ring.find(presented) if presented else None
+        if client is None:
+            metrics.inc("pm_api_unauthorized_total")
+            log.warning(
+                "unauthorized",
+                path=request.path,
+                key=key_fingerprint(presented) if presented else None,
+            )
+            raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
+        wait = limiter.check(client.name, settings.limit_for(client), time.monotonic())
+        if wait is not None:
+            metrics.inc("pm_rate_limited_total", client=client.name)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"rate limit of {settings.limit_for(client)}/min exceeded",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        request["client"] = client.name
+        return await handler(request)
+
+    return middleware

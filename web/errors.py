@@ -1,0 +1,66 @@
+"""The JSON error shape of SPEC §7 and the middleware that enforces it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import orjson
+from aiohttp import web
+
+from pm_streams.logs import get_logger
+
+log = get_logger("web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def bad_parameter(name: str, message: str, status: int = 400) -> ApiError:
+    return ApiError(status, "invalid_parameter", f"{name}: {message}")
+
+
+def json_response(
+    body: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(
+        {"error": {"code": err.code, "message": err.message}}, err.status, err.headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = "not_found" if exc.status == 404 else exc.reason.lower().replace(" ", "_")
+            return error_response(ApiError(exc.status, code, exc.reason))
+        raise
+    except Exception as exc:
+        log.error("request_failed", path=request.path, error=repr(exc), exc_info=exc)
+        return error_response(ApiError(500, "internal_error", "internal error"))

@@ -1,0 +1,38 @@
+"""Real dependency checks for /health: each one talks to its service, with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaClient
+
+from pm_streams.settings import Settings
+
+
+class KafkaCheck:
+    """Bootstraps a client (metadata request) at most once per `ttl` seconds."""
+
+    def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self._at = 0.0
+        self._ok = False
+
+    async def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._at < self.ttl:
+            return self._ok
+        client = AIOKafkaClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
+        )
+        try:
+            async with asyncio.timeout(3):
+                await client.bootstrap()
+            self._ok = True
+        except Exception:
+            self._ok = False
+        finally:
+            await client.close()
+        self._at = time.monotonic()
+        return self._ok
