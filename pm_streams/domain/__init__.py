@@ -1,0 +1,71 @@
+"""Pure domain core: position state, math, input validation and wire forms.
+
+No I/O, no Faust, no logging: everything here is a function of its arguments.
+"""
+
+from pm_streams.domain.codec import (
+    book_from_bytes,
+    book_to_bytes,
+    event_from_bytes,
+    event_to_bytes,
+    iso,
+    position_to_dict,
+)
+from pm_streams.domain.engine import DECIMAL_CONTEXT, apply, needs_write
+from pm_streams.domain.features import features, hedge_view
+from pm_streams.domain.model import (
+    MODES,
+    Book,
+    Correction,
+    Effect,
+    EngineConfig,
+    Event,
+    ExchangeUpdate,
+    Fill,
+    LedgerEntry,
+    Note,
+    Position,
+    PriceUpdate,
+    Publish,
+    ScheduleValidation,
+    SnapshotTaken,
+)
+from pm_streams.domain.parse import (
+    RejectedInput,
+    decode_json,
+    parse_order_executed,
+    parse_position_update,
+)
+
+__all__ = [
+    "DECIMAL_CONTEXT",
+    "MODES",
+    "Book",
+    "Correction",
+    "Effect",
+    "EngineConfig",
+    "Event",
+    "ExchangeUpdate",
+    "Fill",
+    "LedgerEntry",
+    "Note",
+    "Position",
+    "PriceUpdate",
+    "Publish",
+    "RejectedInput",
+    "ScheduleValidation",
+    "SnapshotTaken",
+    "apply",
+    "book_from_bytes",
+    "book_to_bytes",
+    "decode_json",
+    "event_from_bytes",
+    "event_to_bytes",
+    "features",
+    "hedge_view",
+    "iso",
+    "needs_write",
+    "parse_order_executed",
+    "parse_position_update",
+    "position_to_dict",
+]

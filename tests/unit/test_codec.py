@@ -1,0 +1,197 @@
+"""Wire forms: exact round trips of table records and input events; the API dict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from pm_streams.domain import (
+    Book,
+    Correction,
+    Event,
+    ExchangeUpdate,
+    Fill,
+    LedgerEntry,
+    Note,
+    Position,
+    PriceUpdate,
+    Publish,
+    ScheduleValidation,
+    SnapshotTaken,
+    book_from_bytes,
+    book_to_bytes,
+    event_from_bytes,
+    event_to_bytes,
+    features,
+    position_to_dict,
+)
+from tests.unit.helpers import NOW, D, Runner, fill, price, push
+
+EVENTS: list[Event] = [
+    Fill("BTCUSDT", "one-way", D("-0.5"), D("50000.00"), D("25.50"), "e-1", "o-1", NOW, "t"),
+    Fill("BTCUSDT", "hedge-long", D("0"), D("0"), D("-1.2"), "f", None, None, "t", True),
+    ExchangeUpdate(
+        "ETHUSDT", "hedge-short", D("-2"), D("3000.5"), D("-1"), D("2"), D("3001"), 7, 17, "t"
+    ),
+    ExchangeUpdate("ETHUSDT", "one-way", None, None, None, None, None, None, None, "t"),
+    PriceUpdate("SOLUSDT", D("101.25"), "px"),
+    Correction("BTCUSDT", "one-way", D("1.8"), None, "v", "size_discrepancy"),
+    Correction("BTCUSDT", "one-way", None, D("49000"), "v", "avg"),
+    SnapshotTaken("BTCUSDT", "one-way", NOW + timedelta(microseconds=123), "s"),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_event_round_trip(event: Event) -> None:
+    data = event_to_bytes(event)
+    assert event_from_bytes(data) == event
+    assert "type" in orjson.loads(data)
+
+
+def test_event_wire_form_is_readable() -> None:
+    obj = orjson.loads(event_to_bytes(EVENTS[0]))
+    assert obj == {
+        "type": "fill",
+        "asset": "BTCUSDT",
+        "mode": "one-way",
+        "quantity": "-0.5",
+        "price": "50000.00",
+        "fee": "25.50",
+        "fill_id": "e-1",
+        "order_id": "o-1",
+        "executed_at": "2025-01-15T10:00:00Z",
+        "trace_id": "t",
+        "is_funding": False,
+    }
+
+
+def test_unknown_event_type() -> None:
+    with pytest.raises(ValueError):
+        event_from_bytes(b'{"type": "teleport"}')
+    with pytest.raises(ValueError):
+        event_from_bytes(b"[1]")
+
+
+def _busy_book() -> Book:
+    r = Runner()
+    r(fill("1", "100", mode="hedge-long", fid="a,b"), fill("-3", "101", mode="hedge-short"))
+    r(price("100.123456789"), push("2", "100", mode="hedge-long", seq=3, ms=99, mark="99"))
+    r(fill("2", "97.1", mode="hedge-long"))  # 3 units: a 50-digit average
+    assert r.book is not None
+    extra = (
+        Note("size_discrepancy", (("size", "1"), ("exchange_size", "2"))),
+        ScheduleValidation("BTCUSDT", "hedge-long", 10.0, "size_discrepancy"),
+        Publish("position_closed", "hedge-short", "validation", "t"),
+    )
+    return Book(r.book.asset, r.book.legs, r.book.fill_ids, 12345, r.book.effects + extra)
+
+
+def test_book_round_trip_exact() -> None:
+    book = _busy_book()
+    assert any(isinstance(e, LedgerEntry) for e in book.effects)
+    again = book_from_bytes(book_to_bytes(book))
+    assert again == book
+    for a, b in zip(again.legs, book.legs, strict=True):
+        assert str(a.average_entry_price) == str(b.average_entry_price)  # not rounded
+    assert len(str(book.leg("hedge-long").average_entry_price).replace(".", "")) > 40  # type: ignore[union-attr]
+    assert book_to_bytes(again) == book_to_bytes(book)
+
+
+def test_book_round_trip_empty_and_odd_ids() -> None:
+    for ids in [(), ("",), ("a,b", ""), ("x\x1ey", "é", "a" * 200)]:
+        book = Book("BTCUSDT", (), ids)
+        assert book_from_bytes(book_to_bytes(book)) == book
+
+
+def test_book_round_trip_keeps_non_utc_instants() -> None:
+    tz = timezone(timedelta(hours=3))
+    p = Position(
+        id="p",
+        asset="XRPUSDT",
+        mode="one-way",
+        size=D("-0"),
+        average_entry_price=D("0E-8"),
+        current_price=None,
+        unrealized_pnl=D("1E+2"),
+        realized_pnl=D("-0.00000001"),
+        total_fees=D("0"),
+        version=7,
+        created_at=datetime(2025, 1, 1, 12, tzinfo=tz),
+        opened_at=None,
+        last_updated=datetime(2025, 1, 1, 9, 0, 0, 1, tzinfo=UTC),
+    )
+    again = book_from_bytes(book_to_bytes(Book("XRPUSDT", (p,), ())))
+    assert again.legs[0] == p
+    assert again.legs[0].created_at == p.created_at
+
+
+def test_book_rejects_unknown_version() -> None:
+    with pytest.raises(ValueError):
+        book_from_bytes(b'{"v": 99}')
+
+
+def test_position_to_dict() -> None:
+    r = Runner()
+    r(fill("1.0", "48000.00", "1"), fill("0.5", "50000.00"), price("51000"))
+    p = r.leg()
+    d = position_to_dict(p)
+    assert set(d) == {
+        "id",
+        "asset",
+        "mode",
+        "size",
+        "side",
+        "average_entry_price",
+        "current_price",
+        "unrealized_pnl",
+        "realized_pnl",
+        "total_fees",
+        "long_size",
+        "short_size",
+        "version",
+        "created_at",
+        "opened_at",
+        "last_updated",
+        "closed_at",
+        "last_snapshot_at",
+        "last_price_at",
+        "exchange_size",
+        "exchange_avg_price",
+    }
+    assert d["side"] == "long" and d["long_size"] == "1.5" and d["short_size"] == "0"
+    assert d["size"] == "1.5" and d["current_price"] == "51000"
+    assert d["created_at"] == "2025-01-15T10:00:00Z" and d["closed_at"] is None
+    assert Decimal(d["average_entry_price"]).quantize(Decimal("0.01")) == D("48666.67")
+    assert position_to_dict(p, places=2)["average_entry_price"] == "48666.67"
+    orjson.dumps(d)  # JSON-ready as is
+
+    f = features(p, NOW, D("76500"))
+    d = position_to_dict(p, features=f)
+    assert d["time_held_minutes"] == 0
+    assert Decimal(d["position_size_norm"]) == 1
+    assert isinstance(d["unrealized_pnl_pct"], str)
+
+
+def test_position_to_dict_plain_numbers() -> None:
+    p = Position(
+        id="p",
+        asset="XRPUSDT",
+        mode="hedge-short",
+        size=D("-1E+2"),
+        average_entry_price=D("5E-7"),
+        current_price=D("0.00"),
+        unrealized_pnl=D("-0"),
+        realized_pnl=D("0"),
+        total_fees=D("0"),
+        version=1,
+        created_at=NOW,
+        opened_at=NOW,
+        last_updated=NOW,
+    )
+    d = position_to_dict(p)
+    assert d["size"] == "-100" and d["average_entry_price"] == "0.0000005"
+    assert d["unrealized_pnl"] == "0" and d["current_price"] == "0.00"
+    assert d["side"] == "short" and d["short_size"] == "100"
