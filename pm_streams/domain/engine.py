@@ -228,7 +228,7 @@ class _FillIdIndex:
     when a tuple is extended the map moves to the new tuple. A miss rebuilds the map.
     """
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 1024) -> None:
         self._capacity = capacity
         self._maps: dict[int, tuple[tuple[str, ...], dict[str, int]]] = {}
 

@@ -16,7 +16,7 @@ _MINUTE = timedelta(minutes=1)
 
 
 def features(
-    p: Position, now: datetime, total_exposure: Decimal
+    p: Position, now: datetime, total_exposure: Decimal | int
 ) -> dict[str, Decimal | int | None]:
     """`unrealized_pnl_pct`, `time_held_minutes`, `position_size_norm`.
 
