@@ -91,7 +91,7 @@ class InboundBridge(Service):
         return self.connection is not None and not self.connection.is_closed
 
     async def on_start(self) -> None:
-        self.add_future(self._run())
+        self.add_future(self._supervise())
 
     async def on_stop(self) -> None:
         if self.connection is not None:
@@ -99,11 +99,11 @@ class InboundBridge(Service):
         if self.producer is not None:
             await self.producer.stop()
 
-    async def _run(self) -> None:
+    async def _supervise(self) -> None:
         delay = 0.5
         while not self.should_stop:
             try:
-                await self._session()
+                await self._bridge_session()
                 delay = 0.5
             except asyncio.CancelledError:
                 raise
@@ -112,7 +112,7 @@ class InboundBridge(Service):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _session(self) -> None:
+    async def _bridge_session(self) -> None:
         """One session: connect both sides, consume until something breaks."""
         if self.producer is None:
             producer = kafka_producer(self.settings)

@@ -19,6 +19,7 @@ from pm_streams.metrics import Metrics
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
+from pm_streams.topics import COMPACTED
 from tables.db import Database
 from tables.sink import PostgresSink
 
@@ -93,6 +94,29 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
 
+def raw_changelog(app: faust.App, name: str, partitions: int) -> Any:
+    """A compacted changelog with raw keys and values (the record is our own bytes).
+
+    It is also the change stream read by the sink and the republisher, so every
+    version is kept for a week before compaction may drop it.
+    """
+    return app.topic(
+        name,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+        config=COMPACTED,
+        maxsize=131_072,
+        allow_empty=True,
+    )
+
+
 def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     """Declare topics and tables, then register agents, timers and web routes."""
     from pm_streams import agents
@@ -120,15 +144,16 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     )
     positions = app.Table(
         POSITIONS_TABLE,
-        schema=faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        key_type=str,
+        value_type=bytes,
         partitions=settings.partitions,
-        # The changelog is also the change stream read by the sink and the
-        # republisher: keep every version for a week before compaction may drop it.
-        extra_topic_configs={"min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)},
+        changelog_topic=raw_changelog(app, names.positions_changelog, settings.partitions),
         help="Book of one asset: its legs, applied fill ids, last input offset.",
     )
+    # Faust derives a table's serializers from its types ("json" for str keys). Keys
+    # must be the raw asset bytes: the router hashes the serialized key to find the
+    # owning partition, and the bridge partitions the input topic by the raw bytes.
+    positions.key_serializer = "raw"
     metrics = Metrics()
     clock = clock or SystemClock()
     db = Database(settings)

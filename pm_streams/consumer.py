@@ -54,7 +54,7 @@ class BatchConsumer(Service):
         """Close them."""
 
     async def on_start(self) -> None:
-        self.add_future(self._run())
+        self.add_future(self._supervise())
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -73,7 +73,7 @@ class BatchConsumer(Service):
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout / 3) * 1000),
         )
 
-    async def _run(self) -> None:
+    async def _supervise(self) -> None:
         delay = 0.5
         while not self.should_stop:
             try:
@@ -82,7 +82,7 @@ class BatchConsumer(Service):
                     await consumer.start()
                     self.consumer = consumer
                 await self.on_open()
-                await self._loop(self.consumer)
+                await self._drain(self.consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -99,7 +99,7 @@ class BatchConsumer(Service):
             else:
                 delay = 0.5
 
-    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+    async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         while not self.should_stop:
             batches = await consumer.getmany(
                 timeout_ms=self.poll_ms, max_records=self.max_records

@@ -159,10 +159,11 @@ class _Reader:
         default_limit = g(P + "RATE_LIMIT_DEFAULT", _positive_int, d.rate_limit_default)
         clients = self.api_clients(default_limit)
         app_id = g(P + "APP_ID", _app_id, d.app_id)
+        q = QueueNames()
         queues = QueueNames(
-            position_updates=g(P + "QUEUE_POSITION", _name, QueueNames.position_updates),
-            order_executed=g(P + "QUEUE_ORDER_EXECUTED", _name, QueueNames.order_executed),
-            output_prefix=g(P + "OUTPUT_PREFIX", _name, QueueNames.output_prefix),
+            position_updates=g(P + "QUEUE_POSITION", _name, q.position_updates),
+            order_executed=g(P + "QUEUE_ORDER_EXECUTED", _name, q.order_executed),
+            output_prefix=g(P + "OUTPUT_PREFIX", _name, q.output_prefix),
         )
         return Settings(
             port=g(P + "PORT", _port, d.port),

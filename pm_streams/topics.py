@@ -15,12 +15,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pm_streams.settings import Settings
 
 
-def wanted(settings: Settings) -> dict[str, int]:
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
+
+
+def wanted(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Topic → (partitions, config). The positions changelog is created here too,
+    because the sink and republisher subscribe to it and a subscription to a missing
+    topic lets the broker auto-create it with its default partition count."""
     names = settings.kafka
     return {
-        names.input_topic: settings.partitions,
-        names.input_topic + ".dlq": 1,
-        names.outbox_topic: settings.partitions,
+        names.input_topic: (settings.partitions, {}),
+        names.input_topic + ".dlq": (1, {}),
+        names.outbox_topic: (settings.partitions, {}),
+        names.positions_changelog: (settings.partitions, COMPACTED),
     }
 
 
@@ -33,8 +40,8 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
         try:
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=n, replication_factor=1)
-                for name, n in wanted(settings).items()
+                NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
+                for name, (n, config) in wanted(settings).items()
                 if name not in existing
             ]
             if missing:

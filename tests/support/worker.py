@@ -79,6 +79,7 @@ class Deployment:
                 "POSITION_MANAGER_POSTGRES_SCHEMA": self.schema,
                 "POSITION_MANAGER_SESSION_TIMEOUT": "6",
                 "POSITION_MANAGER_LOG_LEVEL": "INFO",
+                "POSITION_MANAGER_RATE_LIMIT_DEFAULT": "1000000",
             }
         )
         env.update(self.extra_env)
