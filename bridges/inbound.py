@@ -119,9 +119,7 @@ class InboundBridge(Service):
             await producer.start()
             self.producer = producer
         if self.connection is None or self.connection.is_closed:
-            self.connection = await aio_pika.connect_robust(
-                self.settings.rabbitmq_url, timeout=10
-            )
+            self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=10)
         channel = await self.connection.channel(publisher_confirms=True)
         try:
             await channel.set_qos(prefetch_count=self.prefetch)
@@ -143,9 +141,7 @@ class InboundBridge(Service):
                 await channel.close()
 
     async def _consume(self, channel: aio_pika.abc.AbstractChannel, source: Source) -> None:
-        queue = await channel.declare_queue(
-            source.queue, durable=True, arguments=queue_arguments()
-        )
+        queue = await channel.declare_queue(source.queue, durable=True, arguments=queue_arguments())
         dlq_name = self.settings.queues.dlq(source.queue)
         await channel.declare_queue(dlq_name, durable=True)
         parse = parser_for(source.kind)
@@ -199,9 +195,7 @@ class InboundBridge(Service):
     ) -> None:
         trace = _trace_of(message) or new_trace_id()
         with bound_trace(trace):
-            log.warning(
-                "input_rejected", queue=source.queue, field=exc.field, reason=exc.reason
-            )
+            log.warning("input_rejected", queue=source.queue, field=exc.field, reason=exc.reason)
         self.metrics.inc("pm_events_in_total", source=source.kind, result="rejected")
         self.metrics.inc("pm_rejects_total", source=source.kind, field=exc.field)
         await channel.default_exchange.publish(

@@ -19,7 +19,7 @@ def register(service: Service) -> None:
     table = service.positions
     cache = service.books
 
-    @app.agent(service.input_topic, name="positions", concurrency=1)  # type: ignore[misc]
+    @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
         async for event in stream.events():
             asset: str = event.key

@@ -153,7 +153,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     # Faust derives a table's serializers from its types ("json" for str keys). Keys
     # must be the raw asset bytes: the router hashes the serialized key to find the
     # owning partition, and the bridge partitions the input topic by the raw bytes.
-    positions.key_serializer = "raw"
+    positions.key_serializer = "raw"  # type: ignore[attr-defined]
     metrics = Metrics()
     clock = clock or SystemClock()
     db = Database(settings)

@@ -22,7 +22,7 @@ EX_CONFIG = 2
 EX_FAILURE = 1
 
 
-class Worker(faust.Worker):  # type: ignore[misc]
+class Worker(faust.Worker):
     """Faust's worker with our JSON logging instead of its console formatter."""
 
     def __init__(self, *args: Any, log_level: str, **kwargs: Any) -> None:

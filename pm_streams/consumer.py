@@ -101,9 +101,7 @@ class BatchConsumer(Service):
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         while not self.should_stop:
-            batches = await consumer.getmany(
-                timeout_ms=self.poll_ms, max_records=self.max_records
-            )
+            batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
             records = [r for part in batches.values() for r in part]
             if not records:
                 continue

@@ -59,7 +59,7 @@ class Database(Service):
                 )
                 log.info("postgres_ready", migrations_applied=applied)
                 return
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("postgres_unavailable", error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

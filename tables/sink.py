@@ -92,7 +92,9 @@ class PostgresSink(BatchConsumer):
         self, settings: Settings, metrics: Metrics, clock: Clock, db: Database, **kwargs: Any
     ) -> None:
         names = settings.kafka
-        super().__init__(settings, metrics, (names.positions_changelog,), names.sink_group, **kwargs)
+        super().__init__(
+            settings, metrics, (names.positions_changelog,), names.sink_group, **kwargs
+        )
         self.clock = clock
         self.db = db
 

@@ -44,7 +44,7 @@ class RateLimiter:
 
     window = 60.0
 
-    def __init__(self, clock: type[time.monotonic] | None = None) -> None:
+    def __init__(self) -> None:
         self.hits: dict[str, deque[float]] = {}
 
     def check(self, name: str, limit: int, now: float) -> float | None:

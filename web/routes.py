@@ -36,7 +36,7 @@ def parse_mode(request: web.Request) -> str:
 
 
 def register(service: Service) -> None:
-    web_app: web.Application = service.app.web.web_app
+    web_app: web.Application = service.app.web.web_app  # type: ignore[attr-defined]
     web_app.middlewares.append(error_middleware)
     web_app.middlewares.append(auth_middleware(service.settings, service.metrics))
     handlers = Handlers(service)
@@ -95,7 +95,7 @@ class Handlers:
             "database_connected": db,
             "queue_connected": queue,
             "kafka_connected": kafka,
-            "positions_count": sum(1 for _ in service.positions.keys()),
+            "positions_count": sum(1 for _ in service.positions),
             "modes": list(MODES),
             "timestamp": datetime.now(UTC).isoformat(),
         }

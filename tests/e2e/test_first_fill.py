@@ -76,7 +76,9 @@ async def test_fill_reaches_api_and_survives_restarts(
     assert round(float(body["realized_pnl"]), 2) == round((51000 - 146000 / 3) * 0.5 - 25.5, 2)
 
 
-async def test_unknown_key_is_rejected(deployment: Deployment, workers: list[WorkerProcess]) -> None:
+async def test_unknown_key_is_rejected(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
     await worker.wait_healthy()

@@ -136,12 +136,15 @@ class WorkerProcess:
             raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
 
     async def get(self, path: str, **params: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.get(
-            self.url + path,
-            params=params,
-            headers={"X-API-Key": API_KEY},
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(
+                self.url + path,
+                params=params,
+                headers={"X-API-Key": API_KEY},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp,
+        ):
             body = await resp.read()
             try:
                 return resp.status, orjson.loads(body)
@@ -178,7 +181,9 @@ class WorkerProcess:
         raise AssertionError(f"{path}: condition not met in {timeout}s, last {last}\n{self.tail()}")
 
 
-async def publish(queue: str, messages: list[Any], url: str = "amqp://guest:guest@127.0.0.1/") -> None:
+async def publish(
+    queue: str, messages: list[Any], url: str = "amqp://guest:guest@127.0.0.1/"
+) -> None:
     """Publish JSON messages (dicts or raw bytes) to a queue declared as the bridge declares it."""
     connection = await aio_pika.connect_robust(url)
     async with connection:
@@ -192,7 +197,9 @@ async def publish(queue: str, messages: list[Any], url: str = "amqp://guest:gues
             )
 
 
-async def drain(queue: str, url: str = "amqp://guest:guest@127.0.0.1/") -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def drain(
+    queue: str, url: str = "amqp://guest:guest@127.0.0.1/"
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Everything currently in a queue (declared durable if missing)."""
     connection = await aio_pika.connect_robust(url)
     out = []
