@@ -1,19 +1,30 @@
 """RabbitMQ → Kafka: validate at the edge, forward canonical events keyed by asset.
 
 Guarantees (SPEC §3.3):
-- a message is acked only after Kafka acknowledged the write (acks=all);
-- a rejected message is published to `<queue>.dlq` (publisher confirm awaited) with
-  its reason in headers, then acked: it never reaches Kafka;
-- a Kafka failure is not a rejection: the channel is closed, so RabbitMQ requeues
-  everything unacked in order, and consumption resumes after a backoff;
-- per-asset order: each input queue is declared with `x-single-active-consumer`,
-  so with several workers exactly one bridge consumes a queue at a time, and it
-  forwards in delivery order through an idempotent producer (no reordering on retry).
+- a message is acked only after Kafka acknowledged the write (acks=all, idempotent
+  producer). Acks go out in delivery order, batched: one `basic.ack(multiple=True)`
+  covers every delivery up to the newest one whose write (and every earlier one's)
+  is done. Each input queue has its own channel, so a multiple ack never covers a
+  delivery of the other queue;
+- a rejected message is published to `<queue>.dlq` (publisher confirm awaited before
+  its ack) with its reason in headers: it never reaches Kafka;
+- a Kafka failure is never a rejection: the session ends, the channels are closed,
+  RabbitMQ requeues everything unacked in order, and the bridge reconnects after a
+  backoff (the same for a lost RabbitMQ connection). While Kafka cannot be reached no
+  message is consumed at all;
+- per-asset order: each input queue is declared with `x-single-active-consumer`, so
+  with several workers exactly one bridge consumes a queue at a time (RabbitMQ fails
+  over to another one when its connection goes), and it forwards in delivery order.
+  A redelivered message that was already forwarded is recognised downstream (fill
+  identity, exchange `seq`/`updatedTime`), so it is never applied twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +48,7 @@ from pm_streams.settings import Settings
 log = get_logger("bridges.inbound")
 
 Parser = Callable[[bytes], Event]
+Message = aio_pika.abc.AbstractIncomingMessage
 
 
 def parser_for(kind: str) -> Parser:
@@ -69,22 +81,51 @@ def kafka_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
-        request_timeout_ms=30_000,
+        max_batch_size=256 * 1024,
+        # A batch not delivered within this time fails its futures; the session then
+        # restarts and RabbitMQ redelivers. Long enough to ride out a broker restart.
+        request_timeout_ms=40_000,
+        retry_backoff_ms=200,
     )
+
+
+class KafkaUnavailable(ConnectionError):
+    """A write to Kafka failed or did not complete in time (never a rejection)."""
+
+
+class _InFlight:
+    """Deliveries of one channel in delivery order, each with what its ack waits for."""
+
+    __slots__ = ("items", "wakeup")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[Message, asyncio.Future[Any], str]] = deque()
+        self.wakeup = asyncio.Event()
+
+    def add(self, message: Message, fut: asyncio.Future[Any], what: str) -> None:
+        self.items.append((message, fut, what))
+        self.wakeup.set()
 
 
 class InboundBridge(Service):
     """Consumes the input queues and forwards to the asset-keyed Kafka topic."""
 
-    prefetch = 512
+    #: Unacked deliveries per input queue (and channel). Bounds the redelivery after
+    #: a crash and the memory in flight; large enough to keep Kafka batches full.
+    prefetch = 1024
+    #: Longest wait for one Kafka write before the session is restarted.
+    ack_timeout = 90.0
+    #: A session that lasted this long resets the reconnect backoff.
+    healthy_session = 5.0
 
     def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.metrics = metrics
         self.topic = settings.kafka.input_topic
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self.connection: aio_pika.abc.AbstractConnection | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.sessions = 0
 
     @property
     def connected(self) -> bool:
@@ -94,140 +135,216 @@ class InboundBridge(Service):
         self.add_future(self._supervise())
 
     async def on_stop(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-        if self.producer is not None:
-            await self.producer.stop()
+        await self._close_connection()
+        await self._close_producer()
+
+    # ------------------------------------------------------------------ supervision
 
     async def _supervise(self) -> None:
         delay = 0.5
         while not self.should_stop:
+            started = time.monotonic()
             try:
                 await self._bridge_session()
-                delay = 0.5
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("bridge_restart", error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
+                if time.monotonic() - started > self.healthy_session:
+                    delay = 0.5
+                kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
+                self.metrics.inc("pm_bridge_restarts_total", cause="kafka" if kafka else "rabbitmq")
+                log.warning(
+                    "bridge_restart",
+                    cause="kafka" if kafka else "rabbitmq",
+                    error=repr(exc),
+                    retry_in=round(delay, 2),
+                )
+                await self._close_connection()
+                if kafka:
+                    await self._close_producer()
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 10.0)
+
+    async def _close_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await asyncio.wait_for(connection.close(), timeout=5)
+            except Exception as exc:
+                log.debug("rabbitmq_close_failed", error=repr(exc))
+
+    async def _close_producer(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=5)
+            except Exception as exc:
+                log.debug("kafka_producer_close_failed", error=repr(exc))
 
     async def _bridge_session(self) -> None:
         """One session: connect both sides, consume until something breaks."""
         if self.producer is None:
             producer = kafka_producer(self.settings)
-            await producer.start()
-            self.producer = producer
-        if self.connection is None or self.connection.is_closed:
-            self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=10)
-        channel = await self.connection.channel(publisher_confirms=True)
-        try:
-            await channel.set_qos(prefetch_count=self.prefetch)
-            tasks = [
-                asyncio.ensure_future(self._consume(channel, source))
-                for source in sources(self.settings)
-            ]
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await producer.start()
+            except Exception:
+                await asyncio.wait_for(producer.stop(), timeout=5)
+                raise
+            self.producer = producer
+        connection = await aio_pika.connect(self.settings.rabbitmq_url, timeout=10)
+        self.connection = connection
+        self.sessions += 1
+        log.info("bridge_connected", session=self.sessions)
+        tasks = [asyncio.ensure_future(connection.closed())]
+        try:
+            for source in sources(self.settings):
+                tasks.extend(await self._open(connection, source))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise ConnectionError("rabbitmq connection closed")
         finally:
-            # Closing the channel hands every unacked message back to RabbitMQ.
-            if not channel.is_closed:
-                await channel.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Closing the connection hands every unacked message back to RabbitMQ.
+            await self._close_connection()
 
-    async def _consume(self, channel: aio_pika.abc.AbstractChannel, source: Source) -> None:
+    # ------------------------------------------------------------------ one queue
+
+    async def _open(
+        self, connection: aio_pika.abc.AbstractConnection, source: Source
+    ) -> list[asyncio.Future[Any]]:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=self.prefetch)
         queue = await channel.declare_queue(source.queue, durable=True, arguments=queue_arguments())
         dlq_name = self.settings.queues.dlq(source.queue)
         await channel.declare_queue(dlq_name, durable=True)
-        parse = parser_for(source.kind)
-        inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
-        await queue.consume(inbox.put, no_ack=False)
-        pending: asyncio.Queue[tuple[asyncio.Future[Any], Any] | None] = asyncio.Queue(
-            maxsize=self.prefetch * 2
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        inflight = _InFlight()
+        forwarder = asyncio.ensure_future(
+            self._forward_loop(channel, inbox, inflight, source, dlq_name)
         )
-        acker = asyncio.ensure_future(self._ack_in_order(pending, source))
-        try:
-            while True:
-                if acker.done():
-                    acker.result()
-                message = await inbox.get()
-                fut = await self._forward(channel, message, parse, source, dlq_name)
-                await pending.put((fut, message))
-        finally:
-            acker.cancel()
-            await asyncio.gather(acker, return_exceptions=True)
+        acker = asyncio.ensure_future(self._ack_loop(inflight, source))
+        await queue.consume(inbox.put, no_ack=False)
+        return [forwarder, acker, asyncio.ensure_future(channel.closed())]
 
-    async def _forward(
+    async def _forward_loop(
         self,
         channel: aio_pika.abc.AbstractChannel,
-        message: aio_pika.abc.AbstractIncomingMessage,
-        parse: Parser,
+        inbox: asyncio.Queue[Message],
+        inflight: _InFlight,
         source: Source,
         dlq_name: str,
-    ) -> asyncio.Future[Any]:
-        """Start the Kafka write (or the dead-lettering); return what to await before ack."""
-        try:
-            event = parse(message.body)
-        except RejectedInput as exc:
-            await self._dead_letter(channel, message, source, dlq_name, exc)
-            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        assert self.producer is not None
-        self.metrics.inc("pm_events_in_total", source=source.kind, result="forwarded")
-        fut: asyncio.Future[Any] = await self.producer.send(
-            self.topic, key=event.asset.encode(), value=event_to_bytes(event)
-        )
-        return fut
+    ) -> None:
+        parse = parser_for(source.kind)
+        producer = self.producer
+        assert producer is not None
+        topic = self.topic
+        forwarded = 0
+        while True:
+            message = await inbox.get()
+            try:
+                event = parse(message.body)
+            except RejectedInput as exc:
+                fut = asyncio.ensure_future(
+                    self._dead_letter(channel, message, source, dlq_name, exc)
+                )
+                inflight.add(message, fut, "dlq")
+                continue
+            try:
+                sent = await producer.send(
+                    topic, key=event.asset.encode(), value=event_to_bytes(event)
+                )
+            except Exception as exc:
+                raise KafkaUnavailable(f"send failed: {exc!r}") from exc
+            inflight.add(message, sent, "kafka")
+            forwarded += 1
+            if inbox.empty():
+                self.metrics.inc(
+                    "pm_events_in_total", forwarded, source=source.kind, result="forwarded"
+                )
+                forwarded = 0
+
+    async def _ack_loop(self, inflight: _InFlight, source: Source) -> None:
+        """Ack in delivery order, as far as every write is done, with one multiple ack."""
+        items = inflight.items
+        while True:
+            if not items:
+                inflight.wakeup.clear()
+                await inflight.wakeup.wait()
+                continue
+            _, fut, what = items[0]
+            if not fut.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), timeout=self.ack_timeout)
+                except TimeoutError:
+                    raise KafkaUnavailable(f"no {what} acknowledgement in {self.ack_timeout}s") from None
+                except Exception as exc:
+                    log.debug("write_failed", error=repr(exc))  # raised below
+            last: Message | None = None
+            count = 0
+            while items and items[0][1].done():
+                message, fut, what = items.popleft()
+                exc = fut.exception()
+                if exc is not None:
+                    if what == "kafka":
+                        raise KafkaUnavailable(f"write failed: {exc!r}") from exc
+                    raise exc
+                last = message
+                count += 1
+            if last is not None:
+                # Every earlier delivery on this channel is acked or covered here.
+                await last.ack(multiple=True)
+                self.metrics.inc("pm_bridge_acked_total", count, source=source.kind)
 
     async def _dead_letter(
         self,
         channel: aio_pika.abc.AbstractChannel,
-        message: aio_pika.abc.AbstractIncomingMessage,
+        message: Message,
         source: Source,
         dlq_name: str,
         exc: RejectedInput,
     ) -> None:
         trace = _trace_of(message) or new_trace_id()
         with bound_trace(trace):
-            log.warning("input_rejected", queue=source.queue, field=exc.field, reason=exc.reason)
+            log.warning(
+                "input_rejected",
+                queue=source.queue,
+                field=exc.field,
+                reason=exc.reason,
+                dlq=dlq_name,
+                size=len(message.body),
+            )
         self.metrics.inc("pm_events_in_total", source=source.kind, result="rejected")
         self.metrics.inc("pm_rejects_total", source=source.kind, field=exc.field)
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-reject-reason": str(exc),
+                "x-reject-field": exc.field,
+                "x-source-queue": source.queue,
+                "x-trace-id": trace,
+            }
+        )
         await channel.default_exchange.publish(
             aio_pika.Message(
                 body=message.body,
-                headers={
-                    "x-reject-reason": str(exc),
-                    "x-reject-field": exc.field,
-                    "x-source-queue": source.queue,
-                    "x-trace-id": trace,
-                },
+                headers=headers,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 content_type=message.content_type,
+                message_id=message.message_id,
             ),
             routing_key=dlq_name,
+            timeout=30,
         )
 
-    async def _ack_in_order(
-        self,
-        pending: asyncio.Queue[tuple[asyncio.Future[Any], Any] | None],
-        source: Source,
-    ) -> None:
-        while True:
-            item = await pending.get()
-            if item is None:
-                return
-            fut, message = item
-            await asyncio.wait_for(asyncio.shield(fut), timeout=60)
-            await message.ack()
+
+def _is_kafka_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("aiokafka")
 
 
-def _trace_of(message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
+def _trace_of(message: Message) -> str | None:
     try:
         raw = decode_json(message.body)
     except RejectedInput:
