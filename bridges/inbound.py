@@ -195,7 +195,7 @@ class InboundBridge(Service):
         self.connection = connection
         self.sessions += 1
         log.info("bridge_connected", session=self.sessions)
-        tasks = [asyncio.ensure_future(connection.closed())]
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(connection.closed())]
         try:
             for source in sources(self.settings):
                 tasks.extend(await self._open(connection, source))
@@ -279,18 +279,19 @@ class InboundBridge(Service):
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), timeout=self.ack_timeout)
                 except TimeoutError:
-                    raise KafkaUnavailable(f"no {what} acknowledgement in {self.ack_timeout}s") from None
-                except Exception as exc:
-                    log.debug("write_failed", error=repr(exc))  # raised below
+                    late = f"no {what} acknowledgement in {self.ack_timeout}s"
+                    raise KafkaUnavailable(late) from None
+                except Exception as write_exc:
+                    log.debug("write_failed", error=repr(write_exc))  # raised below
             last: Message | None = None
             count = 0
             while items and items[0][1].done():
                 message, fut, what = items.popleft()
-                exc = fut.exception()
-                if exc is not None:
+                failure = fut.exception()
+                if failure is not None:
                     if what == "kafka":
-                        raise KafkaUnavailable(f"write failed: {exc!r}") from exc
-                    raise exc
+                        raise KafkaUnavailable(f"write failed: {failure!r}") from failure
+                    raise failure
                 last = message
                 count += 1
             if last is not None:
