@@ -1,4 +1,4 @@
-"""Postgres sink: positions (version-guarded upserts) and the fill ledger.
+"""Postgres sink: positions (version-guarded upserts) and the fill ledger (`tables.ledger`).
 
 Consumes the positions changelog outside the agents' hot path. Per batch it keeps
 only the newest version of each (asset, mode), upserts it so that a row never moves
@@ -8,6 +8,7 @@ so a replay inserts nothing). Offsets are committed after the database commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -15,10 +16,14 @@ from aiokafka import ConsumerRecord
 
 from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer
-from pm_streams.domain import Book, LedgerEntry, Position, book_from_bytes, features
+from pm_streams.domain import Book, Position, book_from_bytes, features
+from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
 from tables.db import Database
+from tables.ledger import INSERT_LEDGER, ledger_rows
+
+log = get_logger("tables.sink")
 
 POSITION_COLUMNS = (
     "id", "asset", "mode", "size", "side", "average_entry_price", "current_price",
@@ -38,13 +43,6 @@ WHERE positions.version < EXCLUDED.version
        AND EXCLUDED.last_snapshot_at > COALESCE(positions.last_snapshot_at, '-infinity'))
 """
 
-INSERT_FILL = """
-INSERT INTO position_fills (fill_id, position_id, asset, mode, quantity, price, fee,
-    is_funding, order_id, executed_at, trace_id, position_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (asset, mode, fill_id) DO NOTHING
-"""
-
 
 def position_row(p: Position, clock_now: Any) -> tuple[Any, ...]:
     f = features(p, clock_now, 0)
@@ -55,19 +53,6 @@ def position_row(p: Position, clock_now: Any) -> tuple[Any, ...]:
         p.last_updated, p.closed_at, p.last_snapshot_at, p.last_price_at,
         f["unrealized_pnl_pct"], f["time_held_minutes"], f["position_size_norm"],
     )  # fmt: skip
-
-
-def fill_rows(book: Book) -> Iterable[tuple[Any, ...]]:
-    for effect in book.effects:
-        if not isinstance(effect, LedgerEntry):
-            continue
-        fill = effect.fill
-        leg = book.leg(fill.mode)
-        yield (
-            fill.fill_id, effect.position_id, fill.asset, fill.mode, fill.quantity, fill.price,
-            fill.fee, fill.is_funding, fill.order_id, fill.executed_at, fill.trace_id,
-            leg.version if leg else 0,
-        )  # fmt: skip
 
 
 def coalesce(books: Iterable[Book]) -> list[Position]:
@@ -99,16 +84,30 @@ class PostgresSink(BatchConsumer):
         self.db = db
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        try:
+            await self.write(records)
+        except BaseException:
+            # Nothing committed: the batch waits in Kafka. The lag grows with the age of
+            # the oldest record still waiting, so an outage shows on the dashboard.
+            oldest = min(r.timestamp for r in records)
+            self.metrics.set(
+                "pm_consumer_lag_seconds", max(0.0, time.time() - oldest / 1000), consumer=self.name
+            )
+            raise
+
+    async def write(self, records: Sequence[ConsumerRecord]) -> None:
+        """One transaction per batch: newest version per leg, then the ledger rows."""
         if self.db.pool is None:
             raise ConnectionError("postgres pool not ready")
         books = [book_from_bytes(r.value) for r in records if r.value is not None]
         now = self.clock.now()
         rows = [position_row(p, now) for p in coalesce(books)]
-        fills = [row for book in books for row in fill_rows(book)]
+        ledger = [row for book in books for row in ledger_rows(book)]
         async with self.db.pool.acquire() as conn, conn.transaction():
             if rows:
                 await conn.executemany(UPSERT_POSITION, rows)
-            if fills:
-                await conn.executemany(INSERT_FILL, fills)
+            if ledger:
+                await conn.executemany(INSERT_LEDGER, ledger)
         self.metrics.inc("pm_sink_rows_total", len(rows), table="positions")
-        self.metrics.inc("pm_sink_rows_total", len(fills), table="position_fills")
+        self.metrics.inc("pm_sink_rows_total", len(ledger), table="position_fills")
+        self.metrics.inc("pm_sink_batches_total")

@@ -1,0 +1,230 @@
+"""Position snapshots (SPEC §6): on demand, periodic, listed newest first, retained N days.
+
+A snapshot is taken on the worker that actively owns the asset: it reads the live
+leg, writes the full position with its features as JSONB to `position_snapshots`,
+puts a `position_snapshot_created` event on the outbox topic (the republisher sends
+it to RabbitMQ) and sends `SnapshotTaken` through the asset's input partition, so
+that `last_snapshot_at` is set by the agent, serialized with every other change.
+
+Periodic snapshots: each worker ticks every `interval / 10` (1 s … 60 s) and snapshots
+the open legs of the partitions it actively owns whose `last_snapshot_at` is older
+than 90% of the interval. As `last_snapshot_at` travels with the position in the
+changelog, a partition that moves to another worker is not snapshotted twice.
+Retention: snapshots older than `SNAPSHOT_RETENTION_DAYS` are deleted once Postgres
+is reachable after start-up, then daily (by every worker: the delete is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from mode import Service
+
+from pm_streams.clock import Clock
+from pm_streams.domain import Position, SnapshotTaken, features, iso, position_to_dict
+from pm_streams.logs import bound_trace, get_logger, new_trace_id
+from pm_streams.metrics import Metrics
+from pm_streams.settings import Settings
+from tables.db import Database
+from tables.live import LivePositions
+
+log = get_logger("tables.snapshots")
+
+RETENTION_EVERY = 24 * 3600.0
+
+INSERT_SNAPSHOT = """
+INSERT INTO position_snapshots (id, position_id, asset, mode, snapshot_data, created_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+"""
+
+PAGE = """
+SELECT id, position_id, asset, mode, snapshot_data::text AS snapshot_data, created_at,
+       count(*) OVER () AS total
+FROM position_snapshots
+WHERE asset = $1 AND mode = $2
+ORDER BY created_at DESC, id DESC
+LIMIT $3 OFFSET $4
+"""
+
+COUNT = "SELECT count(*) FROM position_snapshots WHERE asset = $1 AND mode = $2"
+
+DELETE_OLD = "DELETE FROM position_snapshots WHERE created_at < $1"
+
+
+class Unavailable(Exception):
+    """Postgres (or Kafka) is needed for the answer and is not reachable."""
+
+
+def snapshot_event(snapshot: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    """`position_snapshot_created` (§8): the snapshot's fields flattened, plus `snapshot_data`."""
+    data = snapshot["snapshot_data"]
+    body: dict[str, Any] = {
+        key: value for key, value in data.items() if key not in ("id",)
+    }  # the position's fields
+    body.update(
+        event_type="position_snapshot_created",
+        event_id=f"snapshot:{snapshot['id']}",
+        trace_id=trace_id,
+        timestamp=snapshot["created_at"],
+        snapshot_id=snapshot["id"],
+        position_id=snapshot["position_id"],
+        asset=snapshot["asset"],
+        mode=snapshot["mode"],
+        created_at=snapshot["created_at"],
+        snapshot_data=data,
+    )
+    return body
+
+
+class Snapshots(Service):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock,
+        db: Database,
+        live: LivePositions,
+        outbox_topic: Any,
+        exposure: Callable[[], Decimal] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.db = db
+        self.live = live
+        self.outbox_topic = outbox_topic
+        self.exposure = exposure or (lambda: Decimal(0))
+
+    # ------------------------------------------------------------------ on demand
+
+    def _pool(self) -> Any:
+        if self.db.pool is None:
+            raise Unavailable("postgres is not reachable")
+        return self.db.pool
+
+    async def take(self, leg: Position, trace_id: str | None = None) -> dict[str, Any]:
+        """Snapshot the live `leg` (call on the owning worker); return the snapshot."""
+        trace_id = trace_id or new_trace_id()
+        pool = self._pool()
+        now = self.clock.now()
+        data = position_to_dict(leg, features=features(leg, now, self.exposure()))
+        snapshot_id = str(uuid.uuid4())
+        raw = orjson.dumps(data)
+        try:
+            async with asyncio.timeout(10):
+                await pool.execute(
+                    INSERT_SNAPSHOT, snapshot_id, leg.id, leg.asset, leg.mode, raw.decode(), now
+                )
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"postgres: {exc!r}") from exc
+        snapshot = {
+            "id": snapshot_id,
+            "position_id": leg.id,
+            "asset": leg.asset,
+            "mode": leg.mode,
+            "snapshot_data": data,
+            "created_at": iso(now),
+        }
+        async with asyncio.timeout(10):
+            fut = await self.outbox_topic.send(
+                key=leg.asset, value=orjson.dumps(snapshot_event(snapshot, trace_id))
+            )
+            await fut
+            await self.live.send(SnapshotTaken(leg.asset, leg.mode, now, trace_id))
+        self.metrics.inc("pm_snapshots_total")
+        with bound_trace(trace_id):
+            log.info(
+                "snapshot_created",
+                asset=leg.asset,
+                mode=leg.mode,
+                snapshot_id=snapshot_id,
+                version=leg.version,
+            )
+        return snapshot
+
+    async def page(
+        self, asset: str, mode: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Snapshots of `(asset, mode)`, newest first, and how many exist in all."""
+        pool = self._pool()
+        try:
+            async with asyncio.timeout(10):
+                rows = await pool.fetch(PAGE, asset, mode, limit, offset)
+                total = (
+                    int(rows[0]["total"]) if rows else int(await pool.fetchval(COUNT, asset, mode))
+                )
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"postgres: {exc!r}") from exc
+        return [
+            {
+                "id": str(r["id"]),
+                "position_id": str(r["position_id"]),
+                "asset": r["asset"],
+                "mode": r["mode"],
+                "snapshot_data": orjson.loads(r["snapshot_data"]),
+                "created_at": iso(r["created_at"]),
+            }
+            for r in rows
+        ], total
+
+    async def cleanup(self, now: datetime | None = None) -> int:
+        """Delete snapshots older than the retention; return how many."""
+        pool = self._pool()
+        cutoff = (now or self.clock.now()) - timedelta(days=self.settings.snapshot_retention_days)
+        status = await pool.execute(DELETE_OLD, cutoff)
+        deleted = int(status.split()[-1]) if status.startswith("DELETE") else 0
+        self.metrics.inc("pm_snapshots_deleted_total", deleted)
+        log.info("snapshot_retention", deleted=deleted, cutoff=iso(cutoff))
+        return deleted
+
+    # ------------------------------------------------------------------ periodic
+
+    async def on_start(self) -> None:
+        self.add_future(self._retention_loop())
+        self.add_future(self._periodic_loop())
+
+    async def _retention_loop(self) -> None:
+        while not self.should_stop:
+            if self.db.pool is None:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self.cleanup()
+            except Exception as exc:
+                log.warning("snapshot_retention_failed", error=repr(exc))
+                await asyncio.sleep(30.0)
+                continue
+            await self.sleep(RETENTION_EVERY)
+
+    def due(self, leg: Position, now: datetime) -> bool:
+        interval = self.settings.snapshot_interval
+        last = leg.last_snapshot_at
+        return last is None or (now - last).total_seconds() >= 0.9 * interval
+
+    async def _periodic_loop(self) -> None:
+        tick = min(60.0, max(1.0, self.settings.snapshot_interval / 10))
+        while not self.should_stop:
+            await self.sleep(tick)
+            if self.db.pool is None:
+                continue
+            now = self.clock.now()
+            for leg in list(self.live.owned_open_legs()):
+                if self.should_stop:
+                    return
+                if not self.due(leg, now):
+                    continue
+                try:
+                    await self.take(leg)
+                except Exception as exc:
+                    log.warning(
+                        "periodic_snapshot_failed", asset=leg.asset, mode=leg.mode, error=repr(exc)
+                    )
+                    break

@@ -1,0 +1,131 @@
+"""Snapshot and validation endpoints (SPEC §6, §7).
+
+POST validate / snapshot run on the worker that actively owns the asset (forwarded
+there otherwise: the command reads the live table and sends its change through the
+asset's partition). GET snapshots reads Postgres and is answered by any worker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from pm_streams.logs import new_trace_id
+from pm_streams.names import POSITIONS_TABLE
+from web.errors import ApiError, bad_parameter, json_response
+from web.routing import Router
+
+if TYPE_CHECKING:
+    from pm_streams.app import Service
+
+LEG_MODES = ("one-way", "hedge-long", "hedge-short")
+MAX_LIMIT = 1000
+MAX_OFFSET = 10_000_000
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def register(service: Service, web_app: web.Application, router: Router) -> None:
+    commands = Commands(service, router)
+    web_app.router.add_post("/api/v1/positions/{asset}/validate", commands.validate)
+    web_app.router.add_post("/api/v1/positions/{asset}/snapshot", commands.snapshot)
+    web_app.router.add_get("/api/v1/positions/{asset}/snapshots", commands.snapshots)
+
+
+def parse_leg_mode(request: web.Request) -> str:
+    mode = request.query.get("mode", "one-way")
+    if mode not in LEG_MODES:
+        raise bad_parameter("mode", f"must be one of {', '.join(LEG_MODES)}")
+    return mode
+
+
+def parse_bool(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise bad_parameter(name, "must be true or false")
+
+
+def parse_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_parameter(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise bad_parameter(name, f"must be between {low} and {high}", 422)
+    return value
+
+
+def _trace(request: web.Request) -> str:
+    return request.headers.get("X-Trace-Id") or new_trace_id()
+
+
+class Commands:
+    def __init__(self, service: Service, router: Router) -> None:
+        self.service = service
+        self.router = router
+
+    def _asset(self, request: web.Request) -> str:
+        from web.routes import parse_asset
+
+        return parse_asset(request.match_info["asset"])
+
+    async def validate(self, request: web.Request) -> web.StreamResponse:
+        asset = self._asset(request)
+        mode = parse_leg_mode(request)
+        fix = parse_bool(request, "fix_discrepancies", True)
+        dest = self.router.owner(POSITIONS_TABLE, asset)
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        result = await self.service.validator.validate(
+            asset, mode, fix=fix, reason="request", trace_id=_trace(request)
+        )
+        if result is None:
+            raise ApiError(404, "not_found", f"no {mode} position for {asset}")
+        return json_response(result)
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        from tables.snapshots import Unavailable
+
+        asset = self._asset(request)
+        mode = parse_leg_mode(request)
+        dest = self.router.owner(POSITIONS_TABLE, asset)
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        leg = self.service.snapshots.live.leg(asset, mode)
+        if leg is None:
+            raise ApiError(404, "not_found", f"no {mode} position for {asset}")
+        try:
+            snapshot = await self.service.snapshots.take(leg, _trace(request))
+        except (Unavailable, TimeoutError) as exc:
+            raise ApiError(503, "unavailable", str(exc) or "dependency timed out") from None
+        return json_response(snapshot, 201)
+
+    async def snapshots(self, request: web.Request) -> web.StreamResponse:
+        from tables.snapshots import Unavailable
+
+        asset = self._asset(request)
+        mode = parse_leg_mode(request)
+        limit = parse_int(request, "limit", 100, 1, MAX_LIMIT)
+        offset = parse_int(request, "offset", 0, 0, MAX_OFFSET)
+        try:
+            rows, total = await self.service.snapshots.page(asset, mode, limit, offset)
+        except Unavailable as exc:
+            raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
+        body: dict[str, Any] = {
+            "snapshots": rows,
+            "count": len(rows),
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+        return json_response(body)
