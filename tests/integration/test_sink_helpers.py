@@ -10,7 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -78,12 +78,10 @@ class Rig:
         if self.db is not None:
             pool = self.db.pool
             if pool is not None:
-                try:
+                with suppress(Exception):
                     await pool.execute(
                         f'DROP SCHEMA IF EXISTS "{self.settings.postgres_schema}" CASCADE'
                     )
-                except Exception:
-                    pass
             await self.db.stop()
 
     @property
@@ -186,9 +184,8 @@ def random_events(rng: random.Random, n: int, assets: list[str]) -> list[Event]:
                                T0 + timedelta(seconds=i), trace, is_funding=True))  # fmt: skip
         elif roll < 0.78:
             size = None if rng.random() < 0.3 else _d(rng.uniform(0, 5), 3)
-            if size is not None and mode == "hedge-short":
-                size = -size
-            elif size is not None and mode == "one-way" and rng.random() < 0.5:
+            flip = mode == "hedge-short" or (mode == "one-way" and rng.random() < 0.5)
+            if size is not None and flip:
                 size = -size
             avg = None if rng.random() < 0.3 else _d(price[asset] * rng.uniform(0.99, 1.01), 4)
             events.append(
