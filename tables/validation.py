@@ -157,6 +157,7 @@ class Validator(Service):
         self.engine = engine
         self.counts = Counts()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._deadlines: dict[tuple[str, str], float] = {}
 
     def summary(self) -> dict[str, Any]:
         return self.counts.as_dict()
@@ -328,9 +329,19 @@ class Validator(Service):
     # ------------------------------------------------------------------ scheduled
 
     def schedule(self, request: ScheduleValidation) -> None:
-        """Validate `(asset, mode)` after `after_seconds` (coalesced per leg)."""
+        """Validate `(asset, mode)` `after_seconds` from now.
+
+        Requests for a leg that already has one pending are coalesced into it, and the
+        pending one is pushed back to the latest deadline: every discrepancy gets its
+        full grace for in-flight fills to explain it.
+        """
         key = (request.asset, request.mode)
-        if key in self.counts.pending or self.should_stop:
+        if self.should_stop:
+            return
+        deadline = time.monotonic() + request.after_seconds
+        pending = key in self.counts.pending
+        self._deadlines[key] = max(deadline, self._deadlines.get(key, deadline))
+        if pending:
             return
         self.counts.pending.add(key)
         self.add_future(self._later(request))
@@ -338,7 +349,8 @@ class Validator(Service):
     async def _later(self, request: ScheduleValidation) -> None:
         key = (request.asset, request.mode)
         try:
-            await asyncio.sleep(request.after_seconds)
+            while (left := self._deadlines.get(key, 0.0) - time.monotonic()) > 0:
+                await asyncio.sleep(left)
             if self.live.owns(request.asset):
                 await self.validate(request.asset, request.mode, reason=request.reason)
         except Exception as exc:
@@ -346,6 +358,7 @@ class Validator(Service):
             log.warning("scheduled_validation_failed", asset=request.asset, error=repr(exc))
         finally:
             self.counts.pending.discard(key)
+            self._deadlines.pop(key, None)
 
     async def on_start(self) -> None:
         self.add_future(self._periodic_loop())

@@ -1,0 +1,166 @@
+"""Snapshots (SPEC §6): retention against real Postgres; on demand, periodic (no
+duplicates across two workers), paging and events with real worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from pm_streams.clock import SystemClock
+from tables.snapshots import INSERT_SNAPSHOT, Snapshots
+from tests.integration.test_sink_helpers import rig
+from tests.support.worker import API_KEY, Deployment, WorkerProcess, drain, publish
+
+pytestmark = pytest.mark.integration
+
+
+async def post(worker: WorkerProcess, path: str, **params: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            worker.url + path,
+            params=params,
+            headers={"X-API-Key": API_KEY},
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as resp,
+    ):
+        return resp.status, orjson.loads(await resp.read())
+
+
+def fill(asset: str, n: int, side: str, qty: str, price: str) -> dict[str, Any]:
+    return {
+        "event_type": "order_executed",
+        "order_id": f"o-{asset}-{n}",
+        "execution_id": f"x-{asset}-{n}",
+        "asset": asset,
+        "side": side,
+        "execution_price": price,
+        "execution_quantity": qty,
+        "execution_fees": "1.5",
+        "mode": "one-way",
+        "executed_at": "2025-01-15T10:10:00Z",
+        "trace_id": f"trace-{asset}-{n}",
+    }
+
+
+async def test_retention_deletes_only_what_is_older_than_the_limit() -> None:
+    async with rig() as r:
+        assert r.db is not None
+        snapshots = Snapshots(r.settings, r.metrics, SystemClock(), r.db, None, None)  # type: ignore[arg-type]
+        now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+        ages = {"ancient": 800, "old": 366, "edge": 364, "recent": 10, "new": 0}
+        for name, days in ages.items():
+            await r.pool.execute(
+                INSERT_SNAPSHOT,
+                f"00000000-0000-0000-0000-{days:012d}",
+                "11111111-1111-1111-1111-111111111111",
+                "BTCUSDT",
+                "one-way",
+                orjson.dumps({"name": name}).decode(),
+                now - timedelta(days=days),
+            )
+        # One a second past the limit goes, one a second inside stays.
+        limit = now - timedelta(days=r.settings.snapshot_retention_days)
+        for label, at in (
+            ("past", limit - timedelta(seconds=1)),
+            ("inside", limit + timedelta(seconds=1)),
+        ):
+            await r.pool.execute(
+                INSERT_SNAPSHOT,
+                f"00000000-0000-0000-0001-00000000000{1 if label == 'past' else 2}",
+                "11111111-1111-1111-1111-111111111111",
+                "BTCUSDT",
+                "one-way",
+                orjson.dumps({"name": label}).decode(),
+                at,
+            )
+        assert await snapshots.cleanup(now) == 3
+        left = {
+            orjson.loads(row["snapshot_data"])["name"]
+            for row in await r.pool.fetch("SELECT snapshot_data::text FROM position_snapshots")
+        }
+        assert left == {"edge", "recent", "new", "inside"}
+        assert await snapshots.cleanup(now) == 0
+
+
+async def test_on_demand_periodic_paging_and_events(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    deployment.extra_env["POSITION_MANAGER_SNAPSHOT_INTERVAL"] = "2"
+    deployment.partitions = 4
+    a = WorkerProcess(deployment).start()
+    b = WorkerProcess(deployment).start()
+    workers.extend([a, b])
+    await asyncio.gather(a.wait_healthy(), b.wait_healthy())
+    assets = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    await publish(deployment.order_queue, [fill(x, 1, "BUY", "1.5", "100.25") for x in assets])
+    for x in assets:
+        await a.wait_for(f"/api/v1/positions/{x}", lambda s, body: s == 200)
+
+    # On demand, through either worker (forwarded to the owner): 201 and the snapshot.
+    status, snap = await post(b, "/api/v1/positions/BTCUSDT/snapshot")
+    assert status == 201, snap
+    assert snap["asset"] == "BTCUSDT" and snap["mode"] == "one-way"
+    assert snap["snapshot_data"]["size"] == "1.5"
+    assert "unrealized_pnl_pct" in snap["snapshot_data"]
+    assert snap["position_id"] == snap["snapshot_data"]["id"]
+
+    # last_snapshot_at is set by the agent (serialized with updates).
+    await a.wait_for(
+        "/api/v1/positions/BTCUSDT", lambda s, body: s == 200 and body["last_snapshot_at"]
+    )
+
+    # Periodic: let both workers tick for a while; no leg is snapshotted twice per interval.
+    started = time.monotonic()
+    await asyncio.sleep(7)
+    elapsed = time.monotonic() - started + 2
+    for x in assets:
+        status, page = await a.get(f"/api/v1/positions/{x}/snapshots", limit="1000")
+        assert status == 200, page
+        n = page["total"]
+        assert 2 <= n <= elapsed / 1.8 + 2, (x, n)
+        times = [s["created_at"] for s in page["snapshots"]]
+        assert times == sorted(times, reverse=True)
+    # Paging newest first with limit/offset.
+    status, full = await b.get("/api/v1/positions/BTCUSDT/snapshots", limit="1000")
+    status, p1 = await b.get("/api/v1/positions/BTCUSDT/snapshots", limit="2", offset="1")
+    assert status == 200 and p1["limit"] == 2 and p1["offset"] == 1 and p1["count"] == 2
+    assert [s["id"] for s in p1["snapshots"]] == [s["id"] for s in full["snapshots"][1:3]]
+
+    # Parameters are validated and named.
+    for params, code, name in (
+        ({"limit": "0"}, 422, "limit"),
+        ({"limit": "100000"}, 422, "limit"),
+        ({"limit": "x"}, 400, "limit"),
+        ({"offset": "-1"}, 422, "offset"),
+        ({"mode": "sideways"}, 400, "mode"),
+    ):
+        status, body = await a.get("/api/v1/positions/BTCUSDT/snapshots", **params)
+        assert status == code and name in body["error"]["message"], (params, status, body)
+    status, body = await a.get("/api/v1/positions/btc/snapshots")
+    assert status == 400 and "asset" in body["error"]["message"]
+    status, body = await post(a, "/api/v1/positions/NOPEUSDT/snapshot")
+    assert status == 404, body
+
+    # Every snapshot was published as position_snapshot_created (via the outbox).
+    queue = f"{deployment.output_prefix}.position_snapshot_created"
+    deadline = time.monotonic() + 30
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        events += [orjson.loads(m.body) for m in await drain(queue)]
+        if any(e["snapshot_id"] == snap["id"] for e in events):
+            break
+        await asyncio.sleep(0.5)
+    mine = [e for e in events if e["snapshot_id"] == snap["id"]]
+    assert len(mine) == 1, events[:3]
+    event = mine[0]
+    assert event["event_type"] == "position_snapshot_created"
+    assert event["event_id"] and event["trace_id"] and event["timestamp"]
+    assert event["asset"] == "BTCUSDT" and event["size"] == "1.5"
+    assert event["snapshot_data"] == snap["snapshot_data"]
