@@ -349,7 +349,8 @@ class Validator(Service):
     async def _later(self, request: ScheduleValidation) -> None:
         key = (request.asset, request.mode)
         try:
-            while (left := self._deadlines.get(key, 0.0) - time.monotonic()) > 0:
+            # The deadline may move while waiting (coalesced requests): re-check it.
+            while (left := self._deadlines.get(key, 0.0) - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(left)
             if self.live.owns(request.asset):
                 await self.validate(request.asset, request.mode, reason=request.reason)
