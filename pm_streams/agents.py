@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from pm_streams.domain import ScheduleValidation
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.processing import step
 
@@ -38,8 +39,33 @@ def register(service: Service) -> None:
             if result.write is not None and result.book is not None:
                 table[asset] = result.write
                 cache.remember(asset, result.write, result.book)
+                _schedule_validations(service, result.book)
+                await _contribute(service, result.book)
+            elif result.kind == "replay" and result.book is not None:
+                # The send after the original write may have been lost in a crash;
+                # the portfolio agent ignores it when it already has this version.
+                await _contribute(service, result.book)
             _report(service, asset, result.kind, result.notes, result.trace_id)
             service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
+
+
+async def _contribute(service: Service, book: Any) -> None:
+    """Send the asset's contribution to the portfolio (SPEC §5), event-timed."""
+    from pm_streams.portfolio import contribution
+
+    c = contribution(book)
+    await service.portfolio.topic.send(
+        key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp()
+    )
+
+
+def _schedule_validations(service: Service, book: Any) -> None:
+    """Hand the engine's `ScheduleValidation` (size discrepancy grace) to the validator."""
+    if service.validator is None:
+        return
+    for effect in book.effects:
+        if isinstance(effect, ScheduleValidation):
+            service.validator.schedule(effect)
 
 
 def _report(service: Service, asset: str, kind: str, notes: Any, trace_id: str | None) -> None:

@@ -41,11 +41,18 @@ class Service:
     sink: PostgresSink
     republisher: Republisher
     books: BookCache = field(default_factory=BookCache)
+    portfolio: Any = None
+    """`pm_streams.portfolio.Portfolio`, set once by `build`."""
+    snapshots: Any = None
+    """`tables.snapshots.Snapshots`, set once by `build`."""
+    validator: Any = None
+    """`tables.validation.Validator`, set once by `build`."""
 
     @property
     def services(self) -> tuple[Any, ...]:
         """The services a worker runs beside the Faust app."""
-        return (self.db, self.bridge, self.sink, self.republisher)
+        extra = tuple(s for s in (self.snapshots, self.validator) if s is not None)
+        return (self.db, self.bridge, self.sink, self.republisher, *extra)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -120,6 +127,7 @@ def raw_changelog(app: faust.App, name: str, partitions: int) -> Any:
 def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     """Declare topics and tables, then register agents, timers and web routes."""
     from pm_streams import agents
+    from pm_streams.portfolio import Portfolio
     from web import routes
 
     app = faust_app(settings)
@@ -171,6 +179,32 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         sink=PostgresSink(settings, metrics, clock, db),
         republisher=Republisher(settings, metrics, clock),
     )
+    portfolio = Portfolio(service)
+    object.__setattr__(service, "portfolio", portfolio)  # frozen: set once, here
+    portfolio.register()
+    _wire_tables(service)
     agents.register(service)
     routes.register(service)
     return service
+
+
+def _wire_tables(service: Service) -> None:
+    """Snapshots and validation (SPEC §6), acting on the partitions this worker owns."""
+    from tables.live import LivePositions
+    from tables.snapshots import Snapshots
+    from tables.validation import Validator
+
+    s = service.settings
+    live = LivePositions(service.app, service.positions, service.input_topic, service.books)
+    outbox = service.app.topic(
+        s.kafka.outbox_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=s.partitions,
+    )
+    snapshots = Snapshots(s, service.metrics, service.clock, service.db, live, outbox)
+    validator = Validator(s, service.metrics, service.clock, service.db, live, service.engine)
+    object.__setattr__(service, "snapshots", snapshots)  # frozen: set once, here
+    object.__setattr__(service, "validator", validator)

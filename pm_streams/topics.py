@@ -27,6 +27,8 @@ def wanted(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         names.input_topic: (settings.partitions, {}),
         names.input_topic + ".dlq": (1, {}),
         names.outbox_topic: (settings.partitions, {}),
+        # One partition: one portfolio agent sees every asset's contribution.
+        names.portfolio_topic: (1, {}),
         names.positions_changelog: (settings.partitions, COMPACTED),
     }
 

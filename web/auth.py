@@ -14,10 +14,11 @@ from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import ApiClient, Settings
 from web.errors import ApiError, Handler
+from web.routing import internal_token, is_internal
 
 log = get_logger("web.auth")
 
-OPEN_PATHS = ("/health", "/metrics")
+OPEN_PATHS = ("/health", "/metrics", "/api/v1/openapi.json")
 
 
 def key_fingerprint(key: str) -> str:
@@ -61,10 +62,11 @@ class RateLimiter:
 def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
     ring = KeyRing(settings)
     limiter = RateLimiter()
+    token = internal_token(settings)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
+        if not request.path.startswith("/api/v1/") or request.path in OPEN_PATHS:
             return await handler(request)
         presented = request.headers.get("X-API-Key", "")
         client = ring.find(presented) if presented else None
@@ -73,19 +75,26 @@ def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # 
             log.warning(
                 "unauthorized",
                 path=request.path,
-                key=key_fingerprint(presented) if presented else None,
+                reason="unknown key" if presented else "missing key",
+                key_fingerprint=key_fingerprint(presented) if presented else None,
+                remote=request.remote,
+                trace_id=request.headers.get("X-Trace-Id", "-"),
             )
             raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
+        request["client"] = client.name
+        if is_internal(request, token):
+            # Forwarded by another worker, which already counted it against the key.
+            return await handler(request)
         wait = limiter.check(client.name, settings.limit_for(client), time.monotonic())
         if wait is not None:
             metrics.inc("pm_rate_limited_total", client=client.name)
+            log.info("rate_limited", client=client.name, path=request.path)
             raise ApiError(
                 429,
                 "rate_limited",
                 f"rate limit of {settings.limit_for(client)}/min exceeded",
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        request["client"] = client.name
         return await handler(request)
 
     return middleware

@@ -1,81 +1,349 @@
-"""The REST API as aiohttp handlers on Faust's own web server (SPEC §7)."""
+"""The REST API as aiohttp handlers on Faust's own web server (SPEC §7).
+
+Asset routes are answered by the worker owning the asset's partition, portfolio
+routes by the worker owning the portfolio's single partition; any other worker
+forwards once (`web.routing`). `GET /api/v1/positions` gathers from every owning
+worker. Everything is read from the live tables, so an answer reflects every event
+applied before it.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dict
+from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
+from pm_streams.portfolio import TOTALS_KEY, exposure_view, pnl_view
+from web import commands
 from web.auth import auth_middleware
 from web.errors import ApiError, bad_parameter, error_middleware, json_response
 from web.health import KafkaCheck
-from web.routing import Router
+from web.openapi import document
+from web.routing import SCOPE, Router, is_internal
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
+    from pm_streams.metrics import Metrics
 
 ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
 API_MODES = ("one-way", "hedge", "hedge-long", "hedge-short")
+EXPOSURE_HEADER = "X-PM-Total-Exposure"
+MAX_SIZE = Decimal("1e15")
+HISTORY_MAX_SPAN = timedelta(days=31)
 
 
-def parse_asset(raw: str) -> str:
+def parse_asset(raw: str, name: str = "asset") -> str:
     if not ASSET.match(raw):
-        raise bad_parameter("asset", "must match ^[A-Z0-9]{2,20}$")
+        raise bad_parameter(name, "must match ^[A-Z0-9]{2,20}$")
     return raw
 
 
-def parse_mode(request: web.Request) -> str:
-    mode = request.query.get("mode", "one-way")
-    if mode not in API_MODES:
+def parse_mode(request: web.Request, default: str | None = "one-way") -> str | None:
+    mode = request.query.get("mode", default)
+    if mode is not None and mode not in API_MODES:
         raise bad_parameter("mode", f"must be one of {', '.join(API_MODES)}")
     return mode
 
 
+def parse_bool(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    low = raw.lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise bad_parameter(name, "must be true or false")
+
+
+def parse_size(request: web.Request, name: str) -> Decimal | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise bad_parameter(name, "must be a decimal number") from None
+    if not value.is_finite() or value < 0 or value > MAX_SIZE:
+        raise bad_parameter(name, f"must be a number between 0 and {MAX_SIZE:f}")
+    return value
+
+
+def parse_time(request: web.Request, name: str, default: datetime) -> datetime:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        if re.fullmatch(r"\d{1,12}(\.\d+)?", raw):
+            return datetime.fromtimestamp(float(raw), UTC)
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except (ValueError, OverflowError, OSError):
+        raise bad_parameter(name, "must be an ISO 8601 timestamp or epoch seconds") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def register(service: Service) -> None:
     web_app: web.Application = service.app.web.web_app  # type: ignore[attr-defined]
+    web_app.middlewares.append(latency_middleware(service.metrics))
     web_app.middlewares.append(error_middleware)
     web_app.middlewares.append(auth_middleware(service.settings, service.metrics))
     handlers = Handlers(service)
     web_app.router.add_get("/health", handlers.health)
     web_app.router.add_get("/metrics", handlers.metrics)
+    web_app.router.add_get("/api/v1/openapi.json", handlers.openapi)
+    web_app.router.add_get("/api/v1/positions", handlers.positions)
     web_app.router.add_get("/api/v1/positions/{asset}", handlers.position)
+    web_app.router.add_get("/api/v1/portfolio", handlers.portfolio)
+    web_app.router.add_get("/api/v1/portfolio/exposure", handlers.exposure)
+    web_app.router.add_get("/api/v1/portfolio/pnl", handlers.pnl)
+    web_app.router.add_get("/api/v1/portfolio/history", handlers.history)
+    commands.register(service, web_app, handlers.router)  # validate, snapshot(s): web/commands.py
+    web_app.on_cleanup.append(lambda _app: handlers.router.close())
+
+
+def latency_middleware(metrics: Metrics) -> Any:
+    """API latency and request counts by route template (not by raw path)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response: web.StreamResponse = await handler(request)
+            status = response.status
+            return response
+        finally:
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            metrics.observe("pm_api_request_seconds", time.perf_counter() - started, route=route)
+            metrics.inc(
+                "pm_api_requests_total", route=route, method=request.method, status=str(status)
+            )
+
+    return middleware
 
 
 class Handlers:
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.router = Router(service.app)
+        self.live = service.portfolio
+        self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
+        self.positions_changelog = service.settings.kafka.positions_changelog
+
+    # ------------------------------------------------------------------ helpers
 
     def book(self, asset: str) -> Book | None:
         return self.service.books.decode(asset, self.service.positions.get(asset))
 
-    def total_exposure(self) -> Decimal:
-        return Decimal(0)
+    async def total_exposure(self, request: web.Request) -> Decimal:
+        """The live total exposure, from the portfolio's owner (SPEC §4.4)."""
+        if is_internal(request, self.router.token) and EXPOSURE_HEADER in request.headers:
+            return Decimal(request.headers[EXPOSURE_HEADER])
+        dest = self.router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
+        if dest is None:
+            exposure: Decimal = self.live.totals().exposure
+            return exposure
+        body = await self.router.fetch_json(dest, request, "/api/v1/portfolio/exposure")
+        return Decimal(body["total_exposure_usdt"])
+
+    def leg_views(
+        self,
+        book: Book,
+        mode: str | None,
+        exposure: Decimal,
+        now: datetime,
+        include_closed: bool,
+    ) -> list[dict[str, Any]]:
+        if mode == "hedge":
+            legs = [leg for leg in book.legs if leg.mode != "one-way"]
+            if not legs or (not include_closed and all(leg.size == 0 for leg in legs)):
+                return []
+            by_mode = {leg.mode: features(leg, now, exposure) for leg in legs}
+            return [hedge_view(legs, features_by_mode=by_mode)]
+        return [
+            position_to_dict(leg, features=features(leg, now, exposure))
+            for leg in book.legs
+            if (mode is None or leg.mode == mode) and (include_closed or leg.size != 0)
+        ]
+
+    def local_positions(
+        self,
+        asset: str | None,
+        mode: str | None,
+        size_min: Decimal | None,
+        size_max: Decimal | None,
+        include_closed: bool,
+        exposure: Decimal,
+    ) -> list[dict[str, Any]]:
+        """Positions of the assets this worker owns (standby copies left out)."""
+        table = self.service.positions
+        assets = [asset] if asset is not None else list(table.keys())
+        now = self.service.clock.now()
+        out: list[dict[str, Any]] = []
+        for a in assets:
+            if not self.router.owns(POSITIONS_TABLE, a):
+                continue
+            book = self.book(a)
+            if book is None:
+                continue
+            for view in self.leg_views(book, mode, exposure, now, include_closed):
+                size = abs(Decimal(view["size"]))
+                if size_min is not None and size < size_min:
+                    continue
+                if size_max is not None and size > size_max:
+                    continue
+                out.append(view)
+        return out
+
+    async def gather_positions(
+        self,
+        request: web.Request,
+        *,
+        asset: str | None,
+        mode: str | None,
+        size_min: Decimal | None,
+        size_max: Decimal | None,
+        include_closed: bool,
+        exposure: Decimal,
+    ) -> list[dict[str, Any]]:
+        local = self.local_positions(asset, mode, size_min, size_max, include_closed, exposure)
+        if is_internal(request, self.router.token) and request.headers.get(SCOPE) == "local":
+            return local
+        params = {"include_closed": "true" if include_closed else "false"}
+        if asset is not None:
+            params["asset"] = asset
+        if mode is not None:
+            params["mode"] = mode
+        if size_min is not None:
+            params["size_min"] = str(size_min)
+        if size_max is not None:
+            params["size_max"] = str(size_max)
+        parts = await self.router.gather(
+            request,
+            self.positions_changelog,
+            {"positions": local},
+            "/api/v1/positions",
+            params,
+            {EXPOSURE_HEADER: str(exposure)},
+        )
+        merged = [p for part in parts for p in part["positions"]]
+        merged.sort(key=lambda p: (p["asset"], p["mode"]))
+        return merged
+
+    def portfolio_owner(self) -> Any:
+        return self.router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
+
+    # ------------------------------------------------------------------ positions
+
+    async def positions(self, request: web.Request) -> web.StreamResponse:
+        raw_asset = request.query.get("asset")
+        asset = None if raw_asset is None else parse_asset(raw_asset)
+        mode = parse_mode(request, default=None)
+        size_min = parse_size(request, "size_min")
+        size_max = parse_size(request, "size_max")
+        if size_min is not None and size_max is not None and size_min > size_max:
+            raise bad_parameter("size_min", "must not exceed size_max", status=422)
+        include_closed = parse_bool(request, "include_closed", False)
+        exposure = await self.total_exposure(request)
+        positions = await self.gather_positions(
+            request,
+            asset=asset,
+            mode=mode,
+            size_min=size_min,
+            size_max=size_max,
+            include_closed=include_closed,
+            exposure=exposure,
+        )
+        return json_response({"positions": positions, "count": len(positions)})
 
     async def position(self, request: web.Request) -> web.StreamResponse:
         asset = parse_asset(request.match_info["asset"])
-        mode = parse_mode(request)
-        dest = self.router.owner(asset)
+        mode = parse_mode(request) or "one-way"
+        dest = self.router.owner(POSITIONS_TABLE, asset)
         if dest is not None:
             return await self.router.forward(dest, request)
+        exposure = await self.total_exposure(request)
         book = self.book(asset)
-        now = self.service.clock.now()
-        exposure = self.total_exposure()
-        if mode == "hedge":
-            legs = [leg for leg in (book.legs if book else ()) if leg.mode != "one-way"]
-            if not legs:
-                raise ApiError(404, "not_found", f"no hedge position for {asset}")
-            by_mode = {leg.mode: features(leg, now, exposure) for leg in legs}
-            return json_response(hedge_view(legs, features_by_mode=by_mode))
-        leg = book.leg(mode) if book else None
-        if leg is None:
+        views = self.leg_views(book, mode, exposure, self.service.clock.now(), True) if book else []
+        if not views:
             raise ApiError(404, "not_found", f"no {mode} position for {asset}")
-        return json_response(position_to_dict(leg, features=features(leg, now, exposure)))
+        return json_response(views[0])
+
+    # ------------------------------------------------------------------ portfolio
+
+    async def portfolio(self, request: web.Request) -> web.StreamResponse:
+        raw_asset = request.query.get("asset")
+        asset = None if raw_asset is None else parse_asset(raw_asset)
+        include_positions = parse_bool(request, "include_positions", False)
+        dest = self.portfolio_owner()
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        body = self.live.view(asset)
+        if include_positions:
+            body["positions"] = await self.gather_positions(
+                request,
+                asset=asset,
+                mode=None,
+                size_min=None,
+                size_max=None,
+                include_closed=False,
+                exposure=self.live.totals().exposure,
+            )
+        return json_response(body)
+
+    async def exposure(self, request: web.Request) -> web.StreamResponse:
+        dest = self.portfolio_owner()
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        body = self.live.view()
+        by_open = {a: v for a, v in body["by_asset"].items() if Decimal(v["size"]) != 0}
+        return json_response(exposure_view(body, by_open))
+
+    async def pnl(self, request: web.Request) -> web.StreamResponse:
+        dest = self.portfolio_owner()
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        return json_response(pnl_view(self.live.view()))
+
+    async def history(self, request: web.Request) -> web.StreamResponse:
+        now = self.service.clock.now()
+        ttl = timedelta(seconds=self.service.settings.metrics_cache_ttl)
+        start = parse_time(request, "from", now - ttl)
+        end = parse_time(request, "to", now)
+        if start > end:
+            raise bad_parameter("from", "must not be after to", status=422)
+        if end - start > max(HISTORY_MAX_SPAN, ttl):
+            raise bad_parameter("from", "the range may span at most 31 days", status=422)
+        dest = self.portfolio_owner()
+        if dest is not None:
+            return await self.router.forward(dest, request)
+        window = self.service.settings.portfolio_window
+        windows = self.live.windows(start.timestamp(), end.timestamp())
+        return json_response(
+            {
+                "windows": windows,
+                "count": len(windows),
+                "window_seconds": window,
+                "from": _iso(start),
+                "to": _iso(end),
+            }
+        )
+
+    # ------------------------------------------------------------------ operations
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        web_app = request.app
+        return json_response(document(registered_routes(web_app)))
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(
@@ -89,6 +357,7 @@ class Handlers:
         kafka = await self.kafka_ok()
         checks = (db, queue, kafka)
         status = "healthy" if all(checks) else ("unhealthy" if not kafka else "degraded")
+        m = service.metrics
         body = {
             "status": status,
             "service": "position-manager",
@@ -96,7 +365,31 @@ class Handlers:
             "queue_connected": queue,
             "kafka_connected": kafka,
             "positions_count": sum(1 for _ in service.positions),
+            "partitions_ready": self.router.ready(),
+            "portfolio_owner": self.live.owner(),
+            "validation": {
+                "validations": m.total("pm_validations_total"),
+                "discrepancies": m.total("pm_validation_discrepancies_total"),
+                "fixes": m.total("pm_validation_fixes_total"),
+            },
             "modes": list(MODES),
-            "timestamp": datetime.now(UTC).isoformat(),
+            "timestamp": _iso(datetime.now(UTC)),
         }
         return json_response(body, 503 if status == "unhealthy" else 200)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def registered_routes(web_app: web.Application) -> set[tuple[str, str]]:
+    """(METHOD, path template) of every route registered on the web app."""
+    out = set()
+    for route in web_app.router.routes():
+        if route.method in ("HEAD", "OPTIONS", "*"):
+            continue
+        resource = route.resource
+        if resource is None:
+            continue
+        out.add((route.method, resource.canonical))
+    return out

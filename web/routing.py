@@ -1,65 +1,131 @@
-"""Answer an asset's request on the worker that owns the asset's partition.
+"""Answer a request on the worker that owns the data it reads.
 
-Faust's router knows which worker holds each partition of the positions table.
-A request for an asset owned elsewhere is forwarded once (marked with a header so
-it is never forwarded again); while partitions are being (re)assigned the answer
-is 503 with Retry-After, never a possibly stale answer.
+Faust's router knows which worker holds each partition of each table. A request for
+an asset owned elsewhere is forwarded once (marked with a header carrying the
+deployment's internal token, so it is never forwarded again and not counted twice
+against the client's rate limit); portfolio requests go to the owner of the
+portfolio's single partition the same way. While partitions are being (re)assigned
+the answer is 503 with Retry-After, never a possibly stale answer.
+
+`GET /api/v1/positions` needs every asset: `gather` asks every worker that owns a
+partition of the positions table (itself included) for the assets it owns, and
+merges. A worker answers such a sub-request only for keys the router says it owns,
+so standby copies never produce duplicates or stale rows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
 import aiohttp
+import orjson
 from aiohttp import web
 from yarl import URL
 
 from pm_streams.logs import get_logger
-from pm_streams.names import POSITIONS_TABLE
+from pm_streams.settings import Settings
 from web.errors import ApiError
 
 log = get_logger("web.routing")
 
 FORWARDED = "X-PM-Forwarded"
+SCOPE = "X-PM-Scope"
+"""`local` on a fan-out sub-request: answer only for the keys this worker owns."""
 _PASS_HEADERS = ("X-API-Key", "X-Trace-Id", "Accept")
+
+
+def internal_token(settings: Settings) -> str:
+    """A token every worker of the deployment can compute and clients cannot guess
+    without holding every configured key."""
+    secret = "\x00".join(sorted(c.key for c in settings.api_clients)).encode()
+    return hmac.new(secret, settings.app_id.encode(), hashlib.sha256).hexdigest()
+
+
+def is_internal(request: web.Request, token: str) -> bool:
+    presented = request.headers.get(FORWARDED, "")
+    return bool(presented) and hmac.compare_digest(presented.encode(), token.encode())
 
 
 def unavailable(reason: str) -> ApiError:
     return ApiError(503, "unavailable", reason, {"Retry-After": "1"})
 
 
+def _ident(url: URL | str) -> tuple[str | None, int | None]:
+    u = URL(str(url))
+    return u.host, u.port
+
+
 class Router:
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
+        self.token = internal_token(settings)
         self._session: aiohttp.ClientSession | None = None
 
     def ready(self) -> bool:
         app = self.app
         return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
-    def owner(self, asset: str) -> URL | None:
-        """None when this worker owns the asset; else the owner's URL."""
+    def _check_ready(self) -> None:
         if not self.ready():
             raise unavailable("partitions are being reassigned")
+
+    def own_url(self) -> URL:
+        return URL(self.app.conf.canonical_url)
+
+    def owner(self, table: str, key: str) -> URL | None:
+        """None when this worker owns `key` of `table`; else the owner's URL."""
+        self._check_ready()
         try:
-            dest = URL(self.app.router.key_store(POSITIONS_TABLE, asset))  # type: ignore[attr-defined]
+            dest = URL(self.app.router.key_store(table, key))
         except (KeyError, TypeError, ValueError):
-            raise unavailable("no worker owns this asset yet") from None
-        own = URL(self.app.conf.canonical_url)  # type: ignore[attr-defined]
-        if (dest.host, dest.port) == (own.host, own.port):
+            raise unavailable("no worker owns this partition yet") from None
+        if _ident(dest) == _ident(self.own_url()):
             return None
         return dest
+
+    def owns(self, table: str, key: str) -> bool:
+        try:
+            return self.owner(table, key) is None
+        except ApiError:
+            return False
+
+    def hosts(self, changelog_topic: str) -> list[URL]:
+        """Every worker that actively owns a partition of the changelog topic."""
+        self._check_ready()
+        tps_url: Mapping[Any, str] = getattr(self.app.assignor, "_tps_url", {})
+        urls = {str(url) for tp, url in tps_url.items() if tp.topic == changelog_topic}
+        if not urls:
+            raise unavailable("no worker owns the positions yet")
+        return [URL(u) for u in sorted(urls)]
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10),
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            )
+        return self._session
+
+    def _headers(
+        self, request: web.Request, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
+        headers[FORWARDED] = self.token
+        headers.update(extra or {})
+        return headers
 
     async def forward(self, dest: URL, request: web.Request) -> web.Response:
         if request.headers.get(FORWARDED):
             raise unavailable("ownership moved while the request was in flight")
         url = request.url.with_scheme(dest.scheme or "http").with_host(dest.host or "")
         url = url.with_port(dest.port)
-        headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
-        headers[FORWARDED] = "1"
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         try:
-            async with self._session.request(
-                request.method, url, headers=headers, data=await request.read()
+            async with self.session().request(
+                request.method, url, headers=self._headers(request), data=await request.read()
             ) as resp:
                 body = await resp.read()
                 out = web.Response(body=body, status=resp.status)
@@ -70,6 +136,54 @@ class Router:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forward_failed", url=str(url), error=repr(exc))
             raise unavailable("the owning worker did not answer") from None
+
+    async def fetch_json(
+        self,
+        dest: URL,
+        request: web.Request,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """GET `path` on another worker as an internal request; 200 JSON or 503."""
+        url = URL.build(scheme=dest.scheme or "http", host=dest.host or "", port=dest.port)
+        url = url.with_path(path).with_query(dict(params or {}))
+        try:
+            async with self.session().get(
+                url, headers=self._headers(request, extra_headers)
+            ) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    retry = resp.headers.get("Retry-After")
+                    log.warning("internal_request_failed", url=str(url), status=resp.status)
+                    if resp.status == 503 or retry:
+                        raise unavailable("a worker holding part of the answer is not ready")
+                    raise ApiError(502, "bad_gateway", f"worker answered {resp.status}")
+                return orjson.loads(body)
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            log.warning("internal_request_failed", url=str(url), error=repr(exc))
+            raise unavailable("a worker holding part of the answer did not answer") from None
+
+    async def gather(
+        self,
+        request: web.Request,
+        changelog_topic: str,
+        local: Any,
+        path: str,
+        params: Mapping[str, str],
+        extra_headers: Mapping[str, str],
+    ) -> list[Any]:
+        """The local answer plus every other owning worker's, in host order."""
+        own = _ident(self.own_url())
+        tasks = []
+        for host in self.hosts(changelog_topic):
+            if _ident(host) == own:
+                tasks.append(asyncio.sleep(0, local))
+            else:
+                tasks.append(
+                    self.fetch_json(host, request, path, params, {SCOPE: "local", **extra_headers})
+                )
+        return list(await asyncio.gather(*tasks))
 
     async def close(self) -> None:
         if self._session is not None:

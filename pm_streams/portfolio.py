@@ -1,0 +1,708 @@
+"""The live portfolio of SPEC §5: per-asset contributions, incremental totals, history.
+
+Pure part (no Faust, no I/O): `contribution(book)` is what one asset adds to the
+portfolio; `Totals.apply(old, new)` replaces an asset's old contribution by its new
+one, exactly (Decimal, 50 digits); `portfolio_view` renders the §5 answer.
+
+Wiring (`Portfolio`): the positions agent sends every asset's contribution to a
+one-partition topic after each write (and again on a replayed offset). One portfolio
+agent, on the worker owning that partition, keeps
+
+* `portfolio-contrib`: asset → contribution, idempotent by its `version` (the sum of
+  the asset's leg versions, which only grows);
+* `portfolio-totals`: one record with the §5 totals, the input offset of the last
+  contribution it took (so a replay after a crash between the two table writes
+  repairs the contribution table instead of double counting), and the limit flag;
+* `portfolio-history`: a tumbling windowed table (event time = the contribution
+  message's timestamp, which is the position change's time), one aggregate per
+  window, expiring after `METRICS_CACHE_TTL`. Closed windows are handed to a
+  background writer that upserts `portfolio_metrics`; the agent never awaits Postgres.
+
+`portfolio_updated` goes to the outbox topic at most once per
+`PORTFOLIO_EVENT_INTERVAL` while changes occur (leading edge from the agent, trailing
+edge from a timer); `portfolio_limit_exceeded` once per upward crossing of
+`MAX_EXPOSURE_USDT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import TP
+
+from pm_streams.domain import DECIMAL_CONTEXT, Book, iso
+from pm_streams.logs import bound_trace, get_logger
+from pm_streams.names import (
+    PORTFOLIO_CONTRIB_TABLE,
+    PORTFOLIO_HISTORY_TABLE,
+    PORTFOLIO_TOTALS_TABLE,
+)
+
+if TYPE_CHECKING:
+    from pm_streams.app import Service
+
+log = get_logger("pm_streams.portfolio")
+
+ZERO = Decimal(0)
+SCALE = Decimal("1e-20")
+"""Contributions are quantized to 20 places: a sum of fixed-scale numbers of at most
+35 digits is exact in the 50-digit context, so adding and removing contributions
+incrementally gives exactly the from-scratch sum (average entry prices are
+non-terminating, so unquantized products would differ in the last digit)."""
+TOTALS_KEY = "portfolio"
+"""The one key of the totals table; portfolio requests are routed with it."""
+
+
+def _s(d: Decimal) -> str:
+    if d == 0:
+        d = d.copy_abs()
+    return format(d, "f")
+
+
+def _dt(raw: str | None) -> datetime | None:
+    return None if raw is None else datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- contributions
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one asset (all its legs) adds to the portfolio."""
+
+    asset: str
+    version: int
+    exposure: Decimal
+    net: Decimal
+    unrealized: Decimal
+    realized: Decimal
+    size: Decimal
+    open_count: int
+    long_count: int
+    short_count: int
+    price_fallback: bool
+    trace_id: str
+    at: datetime
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "asset": self.asset,
+                "version": self.version,
+                "exposure": _s(self.exposure),
+                "net": _s(self.net),
+                "unrealized": _s(self.unrealized),
+                "realized": _s(self.realized),
+                "size": _s(self.size),
+                "open": self.open_count,
+                "long": self.long_count,
+                "short": self.short_count,
+                "fallback": self.price_fallback,
+                "trace_id": self.trace_id,
+                "at": iso(self.at),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Contribution:
+        o = orjson.loads(raw)
+        at = _dt(o["at"])
+        assert at is not None
+        return cls(
+            asset=o["asset"],
+            version=int(o["version"]),
+            exposure=Decimal(o["exposure"]),
+            net=Decimal(o["net"]),
+            unrealized=Decimal(o["unrealized"]),
+            realized=Decimal(o["realized"]),
+            size=Decimal(o["size"]),
+            open_count=int(o["open"]),
+            long_count=int(o["long"]),
+            short_count=int(o["short"]),
+            price_fallback=bool(o["fallback"]),
+            trace_id=str(o["trace_id"]),
+            at=at,
+        )
+
+    def by_asset(self) -> dict[str, Any]:
+        return {
+            "exposure_usdt": _s(self.exposure),
+            "unrealized_pnl_usdt": _s(self.unrealized),
+            "realized_pnl_usdt": _s(self.realized),
+            "size": _s(self.size),
+            "price_fallback": self.price_fallback,
+        }
+
+
+def contribution(book: Book) -> Contribution:
+    """The asset's contribution: open legs for exposure/unrealized, all legs for realized.
+
+    The price of a leg is its `current_price`, else its average entry price (flagged).
+    """
+    trace = "-"
+    for effect in book.effects:
+        t = getattr(effect, "trace_id", None)
+        if t:
+            trace = str(t)
+            break
+    with localcontext(DECIMAL_CONTEXT):
+        exposure = net = unrealized = realized = size = ZERO
+        open_count = long_count = short_count = 0
+        fallback = False
+        for leg in book.legs:
+            realized += leg.realized_pnl
+            if leg.size == 0:
+                continue
+            price = leg.current_price
+            if price is None:
+                price = leg.average_entry_price
+                fallback = True
+            exposure += abs(leg.size) * price
+            net += leg.size * price
+            unrealized += leg.unrealized_pnl
+            size += leg.size
+            open_count += 1
+            if leg.size > 0:
+                long_count += 1
+            else:
+                short_count += 1
+        exposure, net, unrealized, realized = (
+            x.quantize(SCALE).normalize() if x else ZERO
+            for x in (exposure, net, unrealized, realized)
+        )
+    at = max((leg.last_updated for leg in book.legs), default=datetime.now(UTC))
+    return Contribution(
+        asset=book.asset,
+        version=sum(leg.version for leg in book.legs),
+        exposure=exposure,
+        net=net,
+        unrealized=unrealized,
+        realized=realized,
+        size=size,
+        open_count=open_count,
+        long_count=long_count,
+        short_count=short_count,
+        price_fallback=fallback,
+        trace_id=trace,
+        at=at,
+    )
+
+
+# --------------------------------------------------------------------------- totals
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The §5 totals over every contribution taken so far.
+
+    `version` counts applied contributions (the `portfolio_updated` event id);
+    `last_offset` is the portfolio-topic offset of the last one (replay guard).
+    """
+
+    exposure: Decimal = ZERO
+    net: Decimal = ZERO
+    unrealized: Decimal = ZERO
+    realized: Decimal = ZERO
+    open_count: int = 0
+    long_count: int = 0
+    short_count: int = 0
+    version: int = 0
+    last_offset: int = -1
+    calculated_at: datetime | None = None
+    limit_exceeded: bool = False
+    trace_id: str = "-"
+
+    def apply(
+        self,
+        old: Contribution | None,
+        new: Contribution,
+        *,
+        offset: int,
+        now: datetime,
+        max_exposure: Decimal | None = None,
+    ) -> Totals:
+        """Totals with `old` (the asset's previous contribution) replaced by `new`."""
+        with localcontext(DECIMAL_CONTEXT):
+            o = old
+            t = replace(
+                self,
+                exposure=self.exposure + new.exposure - (o.exposure if o else ZERO),
+                net=self.net + new.net - (o.net if o else ZERO),
+                unrealized=self.unrealized + new.unrealized - (o.unrealized if o else ZERO),
+                realized=self.realized + new.realized - (o.realized if o else ZERO),
+                open_count=self.open_count + new.open_count - (o.open_count if o else 0),
+                long_count=self.long_count + new.long_count - (o.long_count if o else 0),
+                short_count=self.short_count + new.short_count - (o.short_count if o else 0),
+                version=self.version + 1,
+                last_offset=offset,
+                calculated_at=now,
+                trace_id=new.trace_id,
+            )
+        return replace(t, limit_exceeded=exceeds(t.exposure, max_exposure))
+
+    @property
+    def total_pnl(self) -> Decimal:
+        with localcontext(DECIMAL_CONTEXT):
+            return self.unrealized + self.realized
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "exposure": _s(self.exposure),
+                "net": _s(self.net),
+                "unrealized": _s(self.unrealized),
+                "realized": _s(self.realized),
+                "open": self.open_count,
+                "long": self.long_count,
+                "short": self.short_count,
+                "version": self.version,
+                "last_offset": self.last_offset,
+                "calculated_at": iso(self.calculated_at),
+                "limit_exceeded": self.limit_exceeded,
+                "trace_id": self.trace_id,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Totals:
+        if raw is None:
+            return cls()
+        o = orjson.loads(raw)
+        return cls(
+            exposure=Decimal(o["exposure"]),
+            net=Decimal(o["net"]),
+            unrealized=Decimal(o["unrealized"]),
+            realized=Decimal(o["realized"]),
+            open_count=int(o["open"]),
+            long_count=int(o["long"]),
+            short_count=int(o["short"]),
+            version=int(o["version"]),
+            last_offset=int(o["last_offset"]),
+            calculated_at=_dt(o["calculated_at"]),
+            limit_exceeded=bool(o["limit_exceeded"]),
+            trace_id=str(o.get("trace_id", "-")),
+        )
+
+
+def exceeds(exposure: Decimal, limit: Decimal | None) -> bool:
+    return limit is not None and exposure > limit
+
+
+def totals_of(contributions: Iterable[Contribution]) -> Totals:
+    """Totals recomputed from scratch (tests, and the `asset` filter)."""
+    t = Totals()
+    latest: datetime | None = None
+    for c in contributions:
+        t = t.apply(None, c, offset=-1, now=c.at)
+        latest = c.at if latest is None else max(latest, c.at)
+    return replace(t, calculated_at=latest, version=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the portfolio agent does with one contribution message."""
+
+    totals: Totals | None
+    """New totals to write, or None when they already include this message."""
+    write_contribution: bool
+    crossed_limit: bool = False
+    kind: str = "applied"
+    """`applied`, `repaired` (replay after a partial write), `duplicate` or `stale`."""
+
+
+def decide(
+    totals: Totals,
+    old: Contribution | None,
+    new: Contribution,
+    *,
+    offset: int,
+    now: datetime,
+    max_exposure: Decimal | None,
+) -> Decision:
+    if offset <= totals.last_offset:
+        # Already counted in the totals; the contribution write may have been lost.
+        behind = old is None or old.version < new.version
+        return Decision(None, behind, kind="repaired" if behind else "duplicate")
+    if old is not None and old.version >= new.version:
+        return Decision(None, False, kind="stale")
+    t = totals.apply(old, new, offset=offset, now=now, max_exposure=max_exposure)
+    crossed = t.limit_exceeded and not totals.limit_exceeded
+    return Decision(t, True, crossed_limit=crossed)
+
+
+# --------------------------------------------------------------------------- views
+
+
+def portfolio_view(
+    totals: Totals,
+    by_asset: Mapping[str, Contribution],
+    *,
+    max_exposure: Decimal | None,
+    open_only: bool = False,
+) -> dict[str, Any]:
+    """The §5 answer (`GET /api/v1/portfolio`)."""
+    body: dict[str, Any] = {
+        "total_exposure_usdt": _s(totals.exposure),
+        "net_exposure_usdt": _s(totals.net),
+        "portfolio_value_usdt": _s(totals.net),
+        "total_unrealized_pnl_usdt": _s(totals.unrealized),
+        "total_realized_pnl_usdt": _s(totals.realized),
+        "total_pnl_usdt": _s(totals.total_pnl),
+        "open_positions_count": totals.open_count,
+        "long_positions_count": totals.long_count,
+        "short_positions_count": totals.short_count,
+        "by_asset": {
+            a: c.by_asset() for a, c in sorted(by_asset.items()) if not open_only or c.open_count
+        },
+        "calculated_at": iso(totals.calculated_at),
+        "limit_exceeded": exceeds(totals.exposure, max_exposure),
+        "max_exposure_usdt": None if max_exposure is None else _s(max_exposure),
+    }
+    return body
+
+
+def exposure_view(body: Mapping[str, Any], by_open: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "total_exposure_usdt": body["total_exposure_usdt"],
+        "net_exposure_usdt": body["net_exposure_usdt"],
+        "by_asset": {
+            a: {"exposure_usdt": v["exposure_usdt"], "size": v["size"]} for a, v in by_open.items()
+        },
+        "calculated_at": body["calculated_at"],
+        "limit_exceeded": body["limit_exceeded"],
+    }
+
+
+def pnl_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "total_unrealized_pnl_usdt": body["total_unrealized_pnl_usdt"],
+        "total_realized_pnl_usdt": body["total_realized_pnl_usdt"],
+        "total_pnl_usdt": body["total_pnl_usdt"],
+        "by_asset": {
+            a: {
+                "unrealized_pnl_usdt": v["unrealized_pnl_usdt"],
+                "realized_pnl_usdt": v["realized_pnl_usdt"],
+            }
+            for a, v in body["by_asset"].items()
+        },
+        "calculated_at": body["calculated_at"],
+    }
+
+
+def window_row(start: float, end: float, totals: Totals) -> dict[str, Any]:
+    """One history entry (also the `portfolio_metrics` row)."""
+    return {
+        "window_start": iso(datetime.fromtimestamp(start, UTC)),
+        "window_end": iso(datetime.fromtimestamp(end, UTC)),
+        "total_exposure_usdt": _s(totals.exposure),
+        "net_exposure_usdt": _s(totals.net),
+        "total_unrealized_pnl_usdt": _s(totals.unrealized),
+        "total_realized_pnl_usdt": _s(totals.realized),
+        "total_pnl_usdt": _s(totals.total_pnl),
+        "open_positions_count": totals.open_count,
+        "long_positions_count": totals.long_count,
+        "short_positions_count": totals.short_count,
+        "calculated_at": iso(totals.calculated_at),
+    }
+
+
+def window_start(ts: float, size: float) -> float:
+    """Start of the tumbling window holding `ts` (faust's own arithmetic)."""
+    return ts - ts % size
+
+
+def portfolio_event(
+    event_type: str, totals: Totals, now: datetime, max_exposure: Decimal | None
+) -> dict[str, Any]:
+    """`portfolio_updated` / `portfolio_limit_exceeded` (SPEC §8), deterministic id."""
+    body = portfolio_view(totals, {}, max_exposure=max_exposure)
+    body.pop("by_asset")
+    body.update(
+        event_id=f"portfolio:{totals.version}:{event_type}",
+        event_type=event_type,
+        trace_id=totals.trace_id,
+        timestamp=iso(totals.calculated_at or now),
+    )
+    return body
+
+
+# --------------------------------------------------------------------------- wiring
+
+UPSERT_WINDOW = """
+INSERT INTO portfolio_metrics (window_start, window_end, total_exposure_usdt,
+    net_exposure_usdt, total_unrealized_pnl_usdt, total_realized_pnl_usdt, total_pnl_usdt,
+    open_positions_count, long_positions_count, short_positions_count, calculated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (window_start) DO UPDATE SET window_end = EXCLUDED.window_end,
+    total_exposure_usdt = EXCLUDED.total_exposure_usdt,
+    net_exposure_usdt = EXCLUDED.net_exposure_usdt,
+    total_unrealized_pnl_usdt = EXCLUDED.total_unrealized_pnl_usdt,
+    total_realized_pnl_usdt = EXCLUDED.total_realized_pnl_usdt,
+    total_pnl_usdt = EXCLUDED.total_pnl_usdt,
+    open_positions_count = EXCLUDED.open_positions_count,
+    long_positions_count = EXCLUDED.long_positions_count,
+    short_positions_count = EXCLUDED.short_positions_count,
+    calculated_at = EXCLUDED.calculated_at
+"""
+
+
+def _history_key(raw: Any) -> tuple[str, float, float] | None:
+    """(key, start, end) from a windowed-table store key (tuple, or list after recovery)."""
+    try:
+        key, (start, end) = raw
+        return str(key), float(start), float(end)
+    except (TypeError, ValueError):
+        return None
+
+
+class Portfolio:
+    """Topic, tables, agent, timers and the in-memory read caches of the portfolio."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        settings = service.settings
+        app = service.app
+        names = settings.kafka
+        self.max_exposure = settings.max_exposure_usdt
+        self.topic = app.topic(
+            names.portfolio_topic,
+            key_type=str,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=1,
+            internal=True,
+        )
+        self.outbox = app.topic(
+            names.outbox_topic,
+            key_type=str,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+        )
+        self.contrib = app.Table(
+            PORTFOLIO_CONTRIB_TABLE,
+            key_type=str,
+            value_type=bytes,
+            partitions=1,
+            help="asset -> its contribution to the portfolio",
+        )
+        self.totals_table = app.Table(
+            PORTFOLIO_TOTALS_TABLE,
+            key_type=str,
+            value_type=bytes,
+            partitions=1,
+            help="the portfolio totals (one record)",
+        )
+        history = app.Table(
+            PORTFOLIO_HISTORY_TABLE,
+            value_type=bytes,
+            partitions=1,
+            help="portfolio totals per tumbling window",
+        )
+        # Values are our own JSON bytes (Faust's type-derived default is "json").
+        for table in (self.contrib, self.totals_table, history):
+            table.value_serializer = "raw"
+        self.history = history.tumbling(
+            settings.portfolio_window, expires=settings.metrics_cache_ttl
+        )
+        self.window = settings.portfolio_window
+        self._decoded: dict[str, tuple[bytes, Contribution]] = {}
+        self._totals: tuple[bytes | None, Totals] = (None, Totals())
+        self._last_emit = 0.0
+        self._pending: Totals | None = None
+        self._persisted: dict[float, int] = {}
+        self._writes: dict[float, dict[str, Any]] = {}
+        self._writer_wakeup = asyncio.Event()
+
+    # -- reads (any worker; meaningful on the owner of the single partition)
+
+    def totals(self) -> Totals:
+        raw = self.totals_table.get(TOTALS_KEY)
+        cached_raw, cached = self._totals
+        if raw is cached_raw:
+            return cached
+        t = Totals.from_bytes(raw)
+        self._totals = (raw, t)
+        return t
+
+    def contribution(self, asset: str) -> Contribution | None:
+        raw = self.contrib.get(asset)
+        if raw is None:
+            return None
+        hit = self._decoded.get(asset)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        c = Contribution.from_bytes(raw)
+        self._decoded[asset] = (raw, c)
+        return c
+
+    def contributions(self) -> dict[str, Contribution]:
+        out: dict[str, Contribution] = {}
+        for asset in list(self.contrib.keys()):
+            c = self.contribution(asset)
+            if c is not None:
+                out[asset] = c
+        return out
+
+    def view(self, asset: str | None = None) -> dict[str, Any]:
+        if asset is not None:
+            c = self.contribution(asset)
+            cs = {} if c is None else {asset: c}
+            return portfolio_view(totals_of(cs.values()), cs, max_exposure=self.max_exposure)
+        return portfolio_view(self.totals(), self.contributions(), max_exposure=self.max_exposure)
+
+    def windows(self, start: float, end: float) -> list[dict[str, Any]]:
+        """History entries of the windows overlapping [start, end], oldest first."""
+        rows = []
+        for raw_key, value in list(self.history.table.data.items()):
+            k = _history_key(raw_key)
+            if k is None or k[0] != TOTALS_KEY or not (k[2] > start and k[1] <= end):
+                continue
+            rows.append((k[1], window_row(k[1], k[1] + self.window, Totals.from_bytes(value))))
+        return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+    def closed_windows(self, now: float) -> list[tuple[float, float, Totals]]:
+        out = []
+        for raw_key, value in list(self.history.table.data.items()):
+            k = _history_key(raw_key)
+            if k is not None and k[0] == TOTALS_KEY and k[2] <= now:
+                out.append((k[1], k[2], Totals.from_bytes(value)))
+        return out
+
+    # -- registration
+
+    def register(self) -> None:
+        service = self.service
+        app = service.app
+        metrics = service.metrics
+
+        @app.agent(self.topic, name="portfolio", concurrency=1)
+        async def portfolio(stream: Any) -> None:
+            async for event in stream.events():
+                started = time.perf_counter()
+                new = Contribution.from_bytes(event.value)
+                old = self.contribution(new.asset)
+                decision = decide(
+                    self.totals(),
+                    old,
+                    new,
+                    offset=event.message.offset,
+                    now=service.clock.now(),
+                    max_exposure=self.max_exposure,
+                )
+                metrics.inc("pm_portfolio_changes_total", result=decision.kind)
+                if decision.totals is not None:
+                    self.totals_table[TOTALS_KEY] = decision.totals.to_bytes()
+                    # Event time: the contribution message's timestamp (the change's time).
+                    self.history[TOTALS_KEY] = decision.totals.to_bytes()
+                if decision.write_contribution:
+                    self.contrib[new.asset] = event.value
+                if decision.totals is not None:
+                    metrics.set("pm_portfolio_total_exposure_usdt", float(decision.totals.exposure))
+                    metrics.observe(
+                        "pm_portfolio_visibility_seconds",
+                        max(0.0, time.time() - event.message.timestamp),
+                    )
+                    if decision.crossed_limit:
+                        await self._emit("portfolio_limit_exceeded", decision.totals)
+                    await self._maybe_emit(decision.totals)
+                metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
+
+        interval = service.settings.portfolio_event_interval
+
+        @app.timer(max(0.05, interval / 4))  # type: ignore[untyped-decorator]
+        async def flush_portfolio_event() -> None:
+            pending = self._pending
+            if pending is not None and time.monotonic() - self._last_emit >= interval:
+                await self._emit("portfolio_updated", pending)
+
+        @app.timer(min(max(self.window / 4, 0.5), 15.0))  # type: ignore[untyped-decorator]
+        async def close_windows() -> None:
+            if not self.owner():
+                return
+            for start, _end, totals in self.closed_windows(time.time()):
+                if self._persisted.get(start) == totals.version:
+                    continue
+                row = window_row(start, start + self.window, totals)
+                row["_version"] = totals.version
+                self._writes[start] = row
+            if self._writes:
+                self._writer_wakeup.set()
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def window_writer() -> None:
+            while True:
+                await self._writer_wakeup.wait()
+                self._writer_wakeup.clear()
+                await self._write_windows()
+
+    def owner(self) -> bool:
+        """Whether this worker actively owns the portfolio partition."""
+        app = self.service.app
+        try:
+            tp = TP(self.totals_table.changelog_topic.get_topic_name(), 0)
+            return bool(app.assignor.is_active(tp))
+        except (AttributeError, KeyError):
+            return False
+
+    async def _maybe_emit(self, totals: Totals) -> None:
+        if time.monotonic() - self._last_emit >= self.service.settings.portfolio_event_interval:
+            await self._emit("portfolio_updated", totals)
+        else:
+            self._pending = totals
+
+    async def _emit(self, event_type: str, totals: Totals) -> None:
+        body = portfolio_event(event_type, totals, self.service.clock.now(), self.max_exposure)
+        if event_type == "portfolio_updated":
+            self._last_emit = time.monotonic()
+            self._pending = None
+        with bound_trace(totals.trace_id):
+            if event_type != "portfolio_updated":
+                log.warning(event_type, total_exposure_usdt=body["total_exposure_usdt"])
+        await self.outbox.send(key=TOTALS_KEY, value=orjson.dumps(body))
+        self.service.metrics.inc("pm_portfolio_events_total", event_type=event_type)
+
+    async def _write_windows(self) -> None:
+        pool = self.service.db.pool
+        if pool is None or not self._writes:
+            return
+        batch = dict(self._writes)
+        try:
+            async with asyncio.timeout(10):
+                await pool.executemany(
+                    UPSERT_WINDOW,
+                    [
+                        (
+                            _dt(r["window_start"]),
+                            _dt(r["window_end"]),
+                            Decimal(r["total_exposure_usdt"]),
+                            Decimal(r["net_exposure_usdt"]),
+                            Decimal(r["total_unrealized_pnl_usdt"]),
+                            Decimal(r["total_realized_pnl_usdt"]),
+                            Decimal(r["total_pnl_usdt"]),
+                            r["open_positions_count"],
+                            r["long_positions_count"],
+                            r["short_positions_count"],
+                            _dt(r["calculated_at"]) or _dt(r["window_end"]),
+                        )
+                        for r in batch.values()
+                    ],
+                )
+        except Exception as exc:
+            self.service.metrics.inc("pm_portfolio_window_write_errors_total")
+            log.warning("portfolio_window_write_failed", error=repr(exc), windows=len(batch))
+            return
+        for start, row in batch.items():
+            self._persisted[start] = int(row["_version"])
+            if self._writes.get(start) is row:
+                del self._writes[start]
+        self.service.metrics.inc("pm_portfolio_windows_persisted_total", len(batch))

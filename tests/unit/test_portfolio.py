@@ -1,0 +1,171 @@
+"""Portfolio math (SPEC §5): contributions, incremental totals, replay/duplicate guards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pm_streams.portfolio import (
+    Contribution,
+    Totals,
+    contribution,
+    decide,
+    portfolio_event,
+    portfolio_view,
+    totals_of,
+)
+from tests.unit.helpers import NOW, D, Runner, fill, price, push
+
+
+def book_of(asset: str, *events):  # type: ignore[no-untyped-def]
+    r = Runner()
+    for e in events:
+        r(e)
+    assert r.book is not None
+    return r.book
+
+
+def test_tc009_total_exposure_of_two_positions() -> None:
+    btc = contribution(book_of("BTCUSDT", fill("1.0", "49000"), price("50000")))
+    eth = contribution(
+        book_of("ETHUSDT", fill("10.0", "2900", asset="ETHUSDT"), price("3000", "ETHUSDT"))
+    )
+    t = totals_of([btc, eth])
+    assert t.exposure == D("80000")
+    view = portfolio_view(t, {"BTCUSDT": btc, "ETHUSDT": eth}, max_exposure=None)
+    assert Decimal(view["total_exposure_usdt"]) == D("80000.00")
+    assert set(view["by_asset"]) == {"BTCUSDT", "ETHUSDT"}
+    assert view["open_positions_count"] == 2 and view["long_positions_count"] == 2
+
+
+def test_tc010_unrealized_sum_and_realized_includes_closed() -> None:
+    btc = contribution(book_of("BTCUSDT", push("1", "50000", upnl="150.00", mark="50150")))
+    eth = contribution(
+        book_of("ETHUSDT", push("-2", "3000", upnl="-50.00", mark="3025", asset="ETHUSDT"))
+    )
+    sol = contribution(
+        book_of(
+            "SOLUSDT",
+            fill("10", "100", asset="SOLUSDT"),
+            fill("-10", "110", asset="SOLUSDT"),
+        )
+    )
+    t = totals_of([btc, eth, sol])
+    assert t.unrealized == D("100.00")
+    assert t.realized == D("100")  # the closed SOL position still counts
+    assert t.open_count == 2 and t.long_count == 1 and t.short_count == 1
+    assert t.net == D("50150") - D("6050")
+    assert t.exposure == D("50150") + D("6050")
+
+
+def test_price_falls_back_to_entry_and_is_flagged() -> None:
+    c = contribution(book_of("BTCUSDT", fill("2", "100")))
+    assert c.exposure == D("200") and c.price_fallback
+
+
+def test_incremental_equals_recomputation_and_replays_are_ignored() -> None:
+    r = Runner()
+    totals = Totals()
+    table: dict[str, Contribution] = {}
+    for offset, ev in enumerate((fill("1", "100"), price("110"), fill("-0.5", "120"), price("90"))):
+        r(ev)
+        assert r.book is not None
+        c = contribution(r.book)
+        d = decide(totals, table.get(c.asset), c, offset=offset, now=NOW, max_exposure=None)
+        assert d.totals is not None and d.write_contribution
+        totals, table[c.asset] = d.totals, c
+        # The same message again (a replay of the offset) changes nothing.
+        again = decide(totals, table[c.asset], c, offset=offset, now=NOW, max_exposure=None)
+        assert again.totals is None and not again.write_contribution
+        assert again.kind == "duplicate"
+    assert totals.exposure == totals_of(table.values()).exposure == D("45")
+    assert totals.realized == D("10")
+
+
+def test_replay_after_lost_contribution_write_repairs_without_double_count() -> None:
+    c1 = contribution(book_of("BTCUSDT", fill("1", "100")))
+    t1 = decide(Totals(), None, c1, offset=7, now=NOW, max_exposure=None).totals
+    assert t1 is not None
+    # Totals written, the contribution write lost: the replay only repairs.
+    d = decide(t1, None, c1, offset=7, now=NOW, max_exposure=None)
+    assert d.totals is None and d.write_contribution and d.kind == "repaired"
+
+
+def test_an_older_version_never_moves_an_asset_back() -> None:
+    r = Runner()
+    r(fill("1", "100"))
+    assert r.book is not None
+    old = contribution(r.book)
+    r(fill("1", "100"))
+    assert r.book is not None
+    new = contribution(r.book)
+    t = decide(Totals(), None, new, offset=1, now=NOW, max_exposure=None).totals
+    assert t is not None
+    d = decide(t, new, old, offset=2, now=NOW, max_exposure=None)
+    assert d.totals is None and d.kind == "stale"
+
+
+def test_limit_crossing_is_flagged_once() -> None:
+    limit = D("1000")
+    r = Runner()
+    totals, prev, crossings = Totals(), None, 0
+    for i, ev in enumerate(
+        (fill("5", "100"), fill("6", "100"), fill("1", "100"), fill("-10", "100"), fill("9", "100"))
+    ):
+        r(ev)
+        assert r.book is not None
+        c = contribution(r.book)
+        d = decide(totals, prev, c, offset=i, now=NOW, max_exposure=limit)
+        assert d.totals is not None
+        crossings += d.crossed_limit
+        totals, prev = d.totals, c
+    # 500 -> 1100 (cross) -> 1200 -> 200 -> 1100 (cross again)
+    assert crossings == 2 and totals.limit_exceeded
+
+
+def test_codecs_round_trip_and_event_ids_are_deterministic() -> None:
+    c = contribution(book_of("BTCUSDT", fill("1.5", "48666.666666666666666666666667")))
+    assert Contribution.from_bytes(c.to_bytes()) == c
+    t = totals_of([c])
+    t = decide(Totals(), None, c, offset=3, now=NOW, max_exposure=None).totals
+    assert t is not None
+    assert Totals.from_bytes(t.to_bytes()) == t
+    e1 = portfolio_event("portfolio_updated", t, NOW, None)
+    e2 = portfolio_event("portfolio_updated", t, NOW + timedelta(seconds=5), None)
+    assert e1 == e2 and e1["event_id"] == "portfolio:1:portfolio_updated"
+    assert e1["trace_id"] == t.trace_id and e1["event_type"] == "portfolio_updated"
+
+
+sizes = st.decimals(min_value=-50, max_value=50, places=3, allow_nan=False).filter(lambda d: d != 0)
+prices = st.decimals(min_value=1, max_value=1000, places=2, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["AAUSDT", "BBUSDT", "CCUSDT"]), sizes, prices)))
+def test_incremental_totals_match_recomputation(steps: list[tuple[str, Decimal, Decimal]]) -> None:
+    runners: dict[str, Runner] = {}
+    table: dict[str, Contribution] = {}
+    totals = Totals()
+    for i, (asset, q, p) in enumerate(steps):
+        r = runners.setdefault(asset, Runner())
+        r(fill(str(q), str(p), asset=asset))
+        assert r.book is not None
+        c = contribution(r.book)
+        d = decide(totals, table.get(asset), c, offset=i, now=NOW, max_exposure=None)
+        assert d.totals is not None
+        totals, table[asset] = d.totals, c
+    fresh = totals_of(table.values())
+    assert (totals.exposure, totals.net, totals.unrealized, totals.realized) == (
+        fresh.exposure,
+        fresh.net,
+        fresh.unrealized,
+        fresh.realized,
+    )
+    assert (totals.open_count, totals.long_count, totals.short_count) == (
+        fresh.open_count,
+        fresh.long_count,
+        fresh.short_count,
+    )

@@ -1,0 +1,489 @@
+"""The OpenAPI 3 description of the REST API (served at /api/v1/openapi.json).
+
+`document(registered)` describes the routes actually registered on the web app, so
+the document never lists a route the server lacks; a test checks the other
+direction (`undescribed`): every registered route has a description here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"}
+NDECIMAL = {**DECIMAL, "nullable": True}
+TIME = {"type": "string", "format": "date-time"}
+NTIME = {**TIME, "nullable": True}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _obj(props: dict[str, Any], required: Iterable[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": sorted(props) if required is None else list(required),
+    }
+
+
+FEATURES = {
+    "unrealized_pnl_pct": NDECIMAL,
+    "time_held_minutes": {"type": "integer", "minimum": 0},
+    "position_size_norm": DECIMAL,
+}
+
+POSITION = _obj(
+    {
+        "id": {"type": "string"},
+        "asset": {"type": "string"},
+        "mode": {"type": "string", "enum": ["one-way", "hedge-long", "hedge-short"]},
+        "size": DECIMAL,
+        "side": {"type": "string", "enum": ["long", "short", "flat"]},
+        "average_entry_price": DECIMAL,
+        "current_price": NDECIMAL,
+        "unrealized_pnl": DECIMAL,
+        "realized_pnl": DECIMAL,
+        "total_fees": DECIMAL,
+        "long_size": DECIMAL,
+        "short_size": DECIMAL,
+        "version": {"type": "integer", "minimum": 0},
+        "created_at": TIME,
+        "opened_at": NTIME,
+        "last_updated": TIME,
+        "closed_at": NTIME,
+        "last_snapshot_at": NTIME,
+        "last_price_at": NTIME,
+        "exchange_size": NDECIMAL,
+        "exchange_avg_price": NDECIMAL,
+        **FEATURES,
+    }
+)
+
+HEDGE_POSITION = _obj(
+    {
+        "asset": {"type": "string"},
+        "mode": {"type": "string", "enum": ["hedge"]},
+        "size": DECIMAL,
+        "side": {"type": "string", "enum": ["long", "short", "flat"]},
+        "long_size": DECIMAL,
+        "short_size": DECIMAL,
+        "current_price": NDECIMAL,
+        "unrealized_pnl": DECIMAL,
+        "realized_pnl": DECIMAL,
+        "total_fees": DECIMAL,
+        "last_updated": TIME,
+        "legs": {"type": "array", "items": {"$ref": "#/components/schemas/Position"}},
+    }
+)
+
+BY_ASSET = {
+    "type": "object",
+    "additionalProperties": _obj(
+        {
+            "exposure_usdt": DECIMAL,
+            "unrealized_pnl_usdt": DECIMAL,
+            "realized_pnl_usdt": DECIMAL,
+            "size": DECIMAL,
+            "price_fallback": {"type": "boolean"},
+        }
+    ),
+}
+
+TOTALS = {
+    "total_exposure_usdt": DECIMAL,
+    "net_exposure_usdt": DECIMAL,
+    "portfolio_value_usdt": DECIMAL,
+    "total_unrealized_pnl_usdt": DECIMAL,
+    "total_realized_pnl_usdt": DECIMAL,
+    "total_pnl_usdt": DECIMAL,
+    "open_positions_count": {"type": "integer", "minimum": 0},
+    "long_positions_count": {"type": "integer", "minimum": 0},
+    "short_positions_count": {"type": "integer", "minimum": 0},
+}
+
+PORTFOLIO = _obj(
+    {
+        **TOTALS,
+        "by_asset": {"$ref": "#/components/schemas/ByAsset"},
+        "calculated_at": NTIME,
+        "limit_exceeded": {"type": "boolean"},
+        "max_exposure_usdt": NDECIMAL,
+        "positions": {"type": "array", "items": {"$ref": "#/components/schemas/AnyPosition"}},
+    },
+    required=[*sorted(TOTALS), "by_asset", "calculated_at", "limit_exceeded"],
+)
+
+EXPOSURE = _obj(
+    {
+        "total_exposure_usdt": DECIMAL,
+        "net_exposure_usdt": DECIMAL,
+        "by_asset": {
+            "type": "object",
+            "additionalProperties": _obj({"exposure_usdt": DECIMAL, "size": DECIMAL}),
+        },
+        "calculated_at": NTIME,
+        "limit_exceeded": {"type": "boolean"},
+    }
+)
+
+PNL = _obj(
+    {
+        "total_unrealized_pnl_usdt": DECIMAL,
+        "total_realized_pnl_usdt": DECIMAL,
+        "total_pnl_usdt": DECIMAL,
+        "by_asset": {
+            "type": "object",
+            "additionalProperties": _obj(
+                {"unrealized_pnl_usdt": DECIMAL, "realized_pnl_usdt": DECIMAL}
+            ),
+        },
+        "calculated_at": NTIME,
+    }
+)
+
+WINDOW = _obj(
+    {
+        "window_start": TIME,
+        "window_end": TIME,
+        "total_exposure_usdt": DECIMAL,
+        "net_exposure_usdt": DECIMAL,
+        "total_unrealized_pnl_usdt": DECIMAL,
+        "total_realized_pnl_usdt": DECIMAL,
+        "total_pnl_usdt": DECIMAL,
+        "open_positions_count": {"type": "integer", "minimum": 0},
+        "long_positions_count": {"type": "integer", "minimum": 0},
+        "short_positions_count": {"type": "integer", "minimum": 0},
+        "calculated_at": NTIME,
+    }
+)
+
+HISTORY = _obj(
+    {
+        "windows": {"type": "array", "items": {"$ref": "#/components/schemas/Window"}},
+        "count": {"type": "integer", "minimum": 0},
+        "window_seconds": {"type": "number"},
+        "from": TIME,
+        "to": TIME,
+    }
+)
+
+HEALTH = _obj(
+    {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "service": {"type": "string", "enum": ["position-manager"]},
+        "database_connected": {"type": "boolean"},
+        "queue_connected": {"type": "boolean"},
+        "kafka_connected": {"type": "boolean"},
+        "positions_count": {"type": "integer", "minimum": 0},
+        "validation": {"type": "object"},
+        "timestamp": TIME,
+    }
+)
+
+VALIDATION = _obj(
+    {
+        "is_valid": {"type": "boolean"},
+        "error_message": {"type": "string", "nullable": True},
+        "discrepancies": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "field": {"type": "string"},
+                    "stored": {"nullable": True},
+                    "expected": {"nullable": True},
+                    "source": {"type": "string"},
+                }
+            ),
+        },
+        "updated_position": {
+            "nullable": True,
+            "anyOf": [
+                {"$ref": "#/components/schemas/Position"},
+                {"$ref": "#/components/schemas/HedgePosition"},
+            ],
+        },
+    },
+    required=["is_valid", "discrepancies"],
+)
+
+SNAPSHOT = _obj(
+    {
+        "id": {"type": "string"},
+        "position_id": {"type": "string"},
+        "asset": {"type": "string"},
+        "mode": {"type": "string"},
+        "snapshot_data": {"type": "object"},
+        "created_at": TIME,
+    },
+    required=["id", "position_id", "asset", "mode", "snapshot_data", "created_at"],
+)
+
+SNAPSHOTS = _obj(
+    {
+        "snapshots": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}},
+        "count": {"type": "integer", "minimum": 0},
+        "limit": {"type": "integer", "minimum": 0},
+        "offset": {"type": "integer", "minimum": 0},
+    }
+)
+
+ERROR = _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})})
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _err(description: str, retry_after: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": ERROR_REF}},
+    }
+    if retry_after:
+        out["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    return out
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    known = {
+        400: _err("a bad parameter (the message names it)"),
+        401: _err("missing or unknown X-API-Key"),
+        404: _err("no such position"),
+        422: _err("parameters that contradict each other"),
+        429: _err("rate limit of the key exceeded", retry_after=True),
+        503: _err(
+            "a dependency needed for the answer is down, or partitions are being reassigned",
+            retry_after=True,
+        ),
+    }
+    return {str(c): known[c] for c in codes}
+
+
+ASSET_PARAM = {
+    "name": "asset",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Z0-9]{2,20}$"},
+}
+ASSET_QUERY = {**ASSET_PARAM, "in": "query", "required": False}
+LEG_MODES = ["one-way", "hedge", "hedge-long", "hedge-short"]
+
+
+def _mode(default: str | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "enum": LEG_MODES}
+    if default is not None:
+        schema["default"] = default
+    return {"name": "mode", "in": "query", "required": False, "schema": schema}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_API = (400, 401, 429, 503)
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/positions": {
+        "get": {
+            "summary": "Positions (open only unless include_closed); size filters on |size|",
+            "parameters": [
+                ASSET_QUERY,
+                _mode(None),
+                _query("size_min", {"type": "number", "minimum": 0, "maximum": 1e15}),
+                _query("size_max", {"type": "number", "minimum": 0, "maximum": 1e15}),
+                _query("include_closed", {"type": "boolean", "default": False}),
+            ],
+            "responses": {
+                "200": _json("PositionList", "positions from every worker, by asset and mode"),
+                **_errors(*_API, 422),
+            },
+        }
+    },
+    "/api/v1/positions/{asset}": {
+        "get": {
+            "summary": "One position with its ML features",
+            "parameters": [ASSET_PARAM, _mode("one-way")],
+            "responses": {
+                "200": _json("AnyPosition", "the position"),
+                **_errors(*_API, 404),
+            },
+        }
+    },
+    "/api/v1/positions/{asset}/validate": {
+        "post": {
+            "summary": "Validate the position against the fill ledger and the exchange",
+            "parameters": [
+                ASSET_PARAM,
+                _mode("one-way"),
+                _query("fix_discrepancies", {"type": "boolean", "default": True}),
+            ],
+            "responses": {
+                "200": _json("ValidationResult", "the validation result"),
+                **_errors(*_API, 404),
+            },
+        }
+    },
+    "/api/v1/positions/{asset}/snapshot": {
+        "post": {
+            "summary": "Take a snapshot of the position now",
+            "parameters": [ASSET_PARAM, _mode("one-way")],
+            "responses": {
+                "201": _json("Snapshot", "the snapshot"),
+                **_errors(*_API, 404),
+            },
+        }
+    },
+    "/api/v1/positions/{asset}/snapshots": {
+        "get": {
+            "summary": "Snapshots of the position, newest first",
+            "parameters": [
+                ASSET_PARAM,
+                _mode("one-way"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+            ],
+            "responses": {
+                "200": _json("SnapshotList", "a page of snapshots"),
+                **_errors(*_API, 404),
+            },
+        }
+    },
+    "/api/v1/portfolio": {
+        "get": {
+            "summary": "Portfolio metrics (SPEC §5), live",
+            "parameters": [
+                _query("include_positions", {"type": "boolean", "default": False}),
+                ASSET_QUERY,
+            ],
+            "responses": {"200": _json("Portfolio", "the portfolio"), **_errors(*_API)},
+        }
+    },
+    "/api/v1/portfolio/exposure": {
+        "get": {
+            "summary": "Total and net exposure, by open asset",
+            "responses": {"200": _json("Exposure", "exposure"), **_errors(401, 429, 503)},
+        }
+    },
+    "/api/v1/portfolio/pnl": {
+        "get": {
+            "summary": "Unrealized, realized and total PnL, by asset",
+            "responses": {"200": _json("Pnl", "PnL"), **_errors(401, 429, 503)},
+        }
+    },
+    "/api/v1/portfolio/history": {
+        "get": {
+            "summary": "Portfolio aggregates per window, oldest first",
+            "parameters": [
+                _query("from", {"type": "string", "format": "date-time"}, "default: now - TTL"),
+                _query("to", {"type": "string", "format": "date-time"}, "default: now"),
+            ],
+            "responses": {
+                "200": _json("History", "windows overlapping [from, to]"),
+                **_errors(*_API, 422),
+            },
+        }
+    },
+    "/health": {
+        "get": {
+            "summary": "Dependency checks (no key needed)",
+            "security": [],
+            "responses": {
+                "200": _json("Health", "healthy or degraded"),
+                "503": _json("Health", "unhealthy"),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus text (no key needed)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Prometheus exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "summary": "This document (no key needed)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+}
+
+SCHEMAS = {
+    "Position": POSITION,
+    "HedgePosition": HEDGE_POSITION,
+    "AnyPosition": {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Position"},
+            {"$ref": "#/components/schemas/HedgePosition"},
+        ]
+    },
+    "PositionList": _obj(
+        {
+            "positions": {"type": "array", "items": {"$ref": "#/components/schemas/AnyPosition"}},
+            "count": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "ByAsset": BY_ASSET,
+    "Portfolio": PORTFOLIO,
+    "Exposure": EXPOSURE,
+    "Pnl": PNL,
+    "Window": WINDOW,
+    "History": HISTORY,
+    "Health": HEALTH,
+    "ValidationResult": VALIDATION,
+    "Snapshot": SNAPSHOT,
+    "SnapshotList": SNAPSHOTS,
+    "Error": ERROR,
+}
+
+
+def described() -> set[tuple[str, str]]:
+    return {(m.upper(), path) for path, ops in PATHS.items() for m in ops}
+
+
+def undescribed(registered: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Registered routes this document does not describe (a test keeps it empty)."""
+    return set(registered) - described()
+
+
+def document(registered: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
+    routes = described() if registered is None else set(registered)
+    paths: dict[str, dict[str, Any]] = {}
+    for path, ops in PATHS.items():
+        kept = {m: op for m, op in ops.items() if (m.upper(), path) in routes}
+        if kept:
+            paths[path] = kept
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "position-manager",
+            "version": "1.0.0",
+            "description": "Positions and portfolio of the trading desk (SPEC §4, §5, §7). "
+            "Decimals are strings; timestamps ISO 8601 UTC.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"ApiKey": []}],
+    }
