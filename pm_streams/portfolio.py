@@ -510,7 +510,7 @@ class Portfolio:
         )
         # Values are our own JSON bytes (Faust's type-derived default is "json").
         for table in (self.contrib, self.totals_table, history):
-            table.value_serializer = "raw"
+            table.value_serializer = "raw"  # type: ignore[attr-defined]
         self.history = history.tumbling(
             settings.portfolio_window, expires=settings.metrics_cache_ttl
         )
