@@ -127,7 +127,10 @@ async def test_seeded_discrepancy_detected_and_fixed_missing_report_never_flat(
         await conn.close()
     status, result = await post(worker, "/api/v1/positions/SOLUSDT/validate")
     assert result["is_valid"] is False and result["fixed"] is False, result
-    assert [d["source"] for d in result["discrepancies"]] == ["ledger"]
+    assert {(d["field"], d["source"]) for d in result["discrepancies"]} == {
+        ("size", "ledger"),
+        ("total_fees", "ledger"),
+    }
     body = await worker.wait_for("/api/v1/positions/SOLUSDT", lambda s, b: s == 200)
     assert body["size"] == "3" and body["version"] == 1
 
