@@ -263,7 +263,7 @@ async def bench_snapshots(assets: int = 20, days: int = 365) -> None:
                 columns=["id", "position_id", "asset", "mode", "snapshot_data", "created_at"],
             )
             total += len(records)
-        await pool.execute("ANALYZE position_snapshots")
+        await pool.execute("VACUUM ANALYZE position_snapshots")
         print(f"snapshots: {total:,} rows loaded in {time.perf_counter() - started:.1f}s")
         snaps = Snapshots(rig.settings, Metrics(), SystemClock(), rig.db, None, None)  # type: ignore[arg-type]
         for offset, limit in ((0, 100), (1000, 100), (8000, 100), (0, 1000)):

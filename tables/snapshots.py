@@ -44,12 +44,16 @@ VALUES ($1, $2, $3, $4, $5::jsonb, $6)
 """
 
 PAGE = """
-SELECT id, position_id, asset, mode, snapshot_data::text AS snapshot_data, created_at,
-       count(*) OVER () AS total
-FROM position_snapshots
-WHERE asset = $1 AND mode = $2
-ORDER BY created_at DESC, id DESC
-LIMIT $3 OFFSET $4
+WITH page AS (
+    SELECT id, created_at FROM position_snapshots
+    WHERE asset = $1 AND mode = $2
+    ORDER BY created_at DESC, id DESC
+    LIMIT $3 OFFSET $4
+)
+SELECT s.id, s.position_id, s.asset, s.mode, s.snapshot_data::text AS snapshot_data,
+       s.created_at
+FROM page JOIN position_snapshots s ON s.id = page.id
+ORDER BY page.created_at DESC, page.id DESC
 """
 
 COUNT = "SELECT count(*) FROM position_snapshots WHERE asset = $1 AND mode = $2"
@@ -158,9 +162,7 @@ class Snapshots(Service):
         try:
             async with asyncio.timeout(10):
                 rows = await pool.fetch(PAGE, asset, mode, limit, offset)
-                total = (
-                    int(rows[0]["total"]) if rows else int(await pool.fetchval(COUNT, asset, mode))
-                )
+                total = int(await pool.fetchval(COUNT, asset, mode))
         except (OSError, TimeoutError) as exc:
             raise Unavailable(f"postgres: {exc!r}") from exc
         return [
