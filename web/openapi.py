@@ -174,7 +174,13 @@ HEALTH = _obj(
         "queue_connected": {"type": "boolean"},
         "kafka_connected": {"type": "boolean"},
         "positions_count": {"type": "integer", "minimum": 0},
-        "validation": {"type": "object"},
+        "validation": _obj(
+            {
+                "validations": {"type": "integer", "minimum": 0},
+                "discrepancies": {"type": "integer", "minimum": 0},
+                "fixes": {"type": "integer", "minimum": 0},
+            }
+        ),
         "timestamp": TIME,
     }
 )
@@ -221,9 +227,11 @@ SNAPSHOTS = _obj(
     {
         "snapshots": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}},
         "count": {"type": "integer", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0},
         "limit": {"type": "integer", "minimum": 0},
         "offset": {"type": "integer", "minimum": 0},
-    }
+    },
+    required=["snapshots", "count", "limit", "offset"],
 )
 
 ERROR = _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})})
@@ -266,13 +274,15 @@ ASSET_PARAM = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Z0-9]{2,20}$"},
+    "example": "BTCUSDT",
 }
 ASSET_QUERY = {**ASSET_PARAM, "in": "query", "required": False}
 LEG_MODES = ["one-way", "hedge", "hedge-long", "hedge-short"]
+COMMAND_MODES = ["one-way", "hedge-long", "hedge-short"]
 
 
-def _mode(default: str | None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "enum": LEG_MODES}
+def _mode(default: str | None, modes: list[str] = LEG_MODES) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "enum": modes}
     if default is not None:
         schema["default"] = default
     return {"name": "mode", "in": "query", "required": False, "schema": schema}
@@ -322,7 +332,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Validate the position against the fill ledger and the exchange",
             "parameters": [
                 ASSET_PARAM,
-                _mode("one-way"),
+                _mode("one-way", COMMAND_MODES),
                 _query("fix_discrepancies", {"type": "boolean", "default": True}),
             ],
             "responses": {
@@ -334,7 +344,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/positions/{asset}/snapshot": {
         "post": {
             "summary": "Take a snapshot of the position now",
-            "parameters": [ASSET_PARAM, _mode("one-way")],
+            "parameters": [ASSET_PARAM, _mode("one-way", COMMAND_MODES)],
             "responses": {
                 "201": _json("Snapshot", "the snapshot"),
                 **_errors(*_API, 404),
@@ -346,13 +356,13 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Snapshots of the position, newest first",
             "parameters": [
                 ASSET_PARAM,
-                _mode("one-way"),
+                _mode("one-way", COMMAND_MODES),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-                _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000}),
             ],
             "responses": {
-                "200": _json("SnapshotList", "a page of snapshots"),
-                **_errors(*_API, 404),
+                "200": _json("SnapshotList", "a page of snapshots (empty when none)"),
+                **_errors(*_API, 422),
             },
         }
     },

@@ -367,11 +367,15 @@ class Handlers:
             "positions_count": sum(1 for _ in service.positions),
             "partitions_ready": self.router.ready(),
             "portfolio_owner": self.live.owner(),
-            "validation": {
-                "validations": m.total("pm_validations_total"),
-                "discrepancies": m.total("pm_validation_discrepancies_total"),
-                "fixes": m.total("pm_validation_fixes_total"),
-            },
+            "validation": (
+                service.validator.summary()
+                if service.validator is not None
+                else {
+                    "validations": m.total("pm_validations_total"),
+                    "discrepancies": m.total("pm_validation_discrepancies_total"),
+                    "fixes": m.total("pm_validation_fixes_total"),
+                }
+            ),
             "modes": list(MODES),
             "timestamp": _iso(datetime.now(UTC)),
         }
