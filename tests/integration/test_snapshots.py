@@ -21,16 +21,22 @@ pytestmark = pytest.mark.integration
 
 
 async def post(worker: WorkerProcess, path: str, **params: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            worker.url + path,
-            params=params,
-            headers={"X-API-Key": API_KEY},
-            timeout=aiohttp.ClientTimeout(total=30),
-        ) as resp,
-    ):
-        return resp.status, orjson.loads(await resp.read())
+    """POST with the API key; retried while the answer is 503 (partitions moving)."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                worker.url + path,
+                params=params,
+                headers={"X-API-Key": API_KEY},
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as resp,
+        ):
+            status, body = resp.status, orjson.loads(await resp.read())
+        if status != 503 or time.monotonic() > deadline:
+            return status, body
+        await asyncio.sleep(0.5)
 
 
 def fill(asset: str, n: int, side: str, qty: str, price: str) -> dict[str, Any]:
