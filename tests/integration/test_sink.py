@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from pm_streams.domain import Book
+from pm_streams.domain import Book, LedgerEntry
 from tables.ledger import SELECT_LEDGER, replay
 from tables.validation import ledger_discrepancies
 from tests.integration.test_sink_helpers import CFG, ROOT, random_events, rig, run_books
@@ -144,7 +144,7 @@ async def test_postgres_restart_mid_stream_catches_up_with_nothing_lost() -> Non
             (e.fill.asset, e.fill.mode, e.fill.fill_id)
             for b in written
             for e in b.effects
-            if type(e).__name__ == "LedgerEntry"
+            if isinstance(e, LedgerEntry)
         }
         got = {
             (row["asset"], row["mode"], row["fill_id"])
