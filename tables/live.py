@@ -45,7 +45,7 @@ class LivePositions:
             return False
         try:
             dest = URL(app.router.key_store(POSITIONS_TABLE, asset))
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # no assignment yet, or the producer is stopping (NotReady)
             return False
         own = URL(app.conf.canonical_url)
         return (dest.host, dest.port) == (own.host, own.port)

@@ -204,7 +204,7 @@ class Snapshots(Service):
                 log.warning("snapshot_retention_failed", error=repr(exc))
                 await asyncio.sleep(30.0)
                 continue
-            await self.sleep(RETENTION_EVERY)
+            await self.sleep(RETENTION_EVERY)  # returns early when the worker stops
 
     def due(self, leg: Position, now: datetime) -> bool:
         interval = self.settings.snapshot_interval
@@ -214,7 +214,9 @@ class Snapshots(Service):
     async def _periodic_loop(self) -> None:
         tick = min(60.0, max(1.0, self.settings.snapshot_interval / 10))
         while not self.should_stop:
-            await self.sleep(tick)
+            await self.sleep(tick)  # returns early when the worker stops
+            if self.should_stop:
+                return
             if self.db.pool is None:
                 continue
             now = self.clock.now()

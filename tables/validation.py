@@ -366,7 +366,9 @@ class Validator(Service):
 
     async def _periodic_loop(self) -> None:
         while not self.should_stop:
-            await self.sleep(self.settings.validation_interval)
+            await self.sleep(self.settings.validation_interval)  # early on stop
+            if self.should_stop:
+                return
             for leg in list(self.live.owned_open_legs()):
                 if self.should_stop:
                     return
