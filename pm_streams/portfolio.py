@@ -522,6 +522,7 @@ class Portfolio:
         self._persisted: dict[float, int] = {}
         self._writes: dict[float, dict[str, Any]] = {}
         self._writer_wakeup = asyncio.Event()
+        self._rendered: dict[str, tuple[bytes | None, bytes]] = {}
 
     # -- reads (any worker; meaningful on the owner of the single partition)
 
@@ -559,6 +560,27 @@ class Portfolio:
             cs = {} if c is None else {asset: c}
             return portfolio_view(totals_of(cs.values()), cs, max_exposure=self.max_exposure)
         return portfolio_view(self.totals(), self.contributions(), max_exposure=self.max_exposure)
+
+    def rendered(self, kind: str) -> bytes:
+        """`portfolio` / `exposure` / `pnl` as JSON bytes, rendered once per change.
+
+        Valid while the stored totals record is the same object: every applied
+        contribution writes a new one, so an answer is never staler than the last change.
+        """
+        raw = self.totals_table.get(TOTALS_KEY)
+        hit = self._rendered.get(kind)
+        if hit is not None and hit[0] is raw and raw is not None:
+            return hit[1]
+        body = self.view()
+        if kind == "exposure":
+            by_open = {a: v for a, v in body["by_asset"].items() if Decimal(v["size"]) != 0}
+            out = orjson.dumps(exposure_view(body, by_open))
+        elif kind == "pnl":
+            out = orjson.dumps(pnl_view(body))
+        else:
+            out = orjson.dumps(body)
+        self._rendered[kind] = (raw, out)
+        return out
 
     def windows(self, start: float, end: float) -> list[dict[str, Any]]:
         """History entries of the windows overlapping [start, end], oldest first."""

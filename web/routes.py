@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dict
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
-from pm_streams.portfolio import TOTALS_KEY, exposure_view, pnl_view
+from pm_streams.portfolio import TOTALS_KEY
 from web import commands
 from web.auth import auth_middleware
 from web.errors import ApiError, bad_parameter, error_middleware, json_response
@@ -139,6 +140,9 @@ class Handlers:
         self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
         self.positions_changelog = service.settings.kafka.positions_changelog
+        # (asset, mode) -> (stored record, total exposure, valid until, JSON): a
+        # position's answer changes only with its record, the exposure, or the minute.
+        self._rendered: dict[tuple[str, str], tuple[Any, Decimal, datetime, bytes]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -273,11 +277,20 @@ class Handlers:
         if dest is not None:
             return await self.router.forward(dest, request)
         exposure = await self.total_exposure(request)
-        book = self.book(asset)
-        views = self.leg_views(book, mode, exposure, self.service.clock.now(), True) if book else []
-        if not views:
+        raw = self.service.positions.get(asset)
+        now = self.service.clock.now()
+        hit = self._rendered.get((asset, mode))
+        if hit is not None and hit[0] is raw and hit[1] == exposure and now < hit[2]:
+            return _raw_json(hit[3])
+        book = self.service.books.decode(asset, raw)
+        views = self.leg_views(book, mode, exposure, now, True) if book else []
+        if not views or book is None:
             raise ApiError(404, "not_found", f"no {mode} position for {asset}")
-        return json_response(views[0])
+        body = orjson.dumps(views[0])
+        if len(self._rendered) > 20_000:
+            self._rendered.clear()
+        self._rendered[(asset, mode)] = (raw, exposure, _held_changes_at(book, now), body)
+        return _raw_json(body)
 
     # ------------------------------------------------------------------ portfolio
 
@@ -288,6 +301,8 @@ class Handlers:
         dest = self.portfolio_owner()
         if dest is not None:
             return await self.router.forward(dest, request)
+        if asset is None and not include_positions:
+            return _raw_json(self.live.rendered("portfolio"))
         body = self.live.view(asset)
         if include_positions:
             body["positions"] = await self.gather_positions(
@@ -305,15 +320,13 @@ class Handlers:
         dest = self.portfolio_owner()
         if dest is not None:
             return await self.router.forward(dest, request)
-        body = self.live.view()
-        by_open = {a: v for a, v in body["by_asset"].items() if Decimal(v["size"]) != 0}
-        return json_response(exposure_view(body, by_open))
+        return _raw_json(self.live.rendered("exposure"))
 
     async def pnl(self, request: web.Request) -> web.StreamResponse:
         dest = self.portfolio_owner()
         if dest is not None:
             return await self.router.forward(dest, request)
-        return json_response(pnl_view(self.live.view()))
+        return _raw_json(self.live.rendered("pnl"))
 
     async def history(self, request: web.Request) -> web.StreamResponse:
         now = self.service.clock.now()
@@ -366,6 +379,7 @@ class Handlers:
             "kafka_connected": kafka,
             "positions_count": sum(1 for _ in service.positions),
             "partitions_ready": self.router.ready(),
+            "partitions_owned": self.router.active_count(self.positions_changelog),
             "portfolio_owner": self.live.owner(),
             "validation": (
                 service.validator.summary()
@@ -380,6 +394,24 @@ class Handlers:
             "timestamp": _iso(datetime.now(UTC)),
         }
         return json_response(body, 503 if status == "unhealthy" else 200)
+
+
+_MINUTE = timedelta(minutes=1)
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _held_changes_at(book: Book, now: datetime) -> datetime:
+    """When the next `time_held_minutes` of any open leg ticks over."""
+    until = _FOREVER
+    for leg in book.legs:
+        if leg.size != 0 and leg.opened_at is not None:
+            held = max(0, (now - leg.opened_at) // _MINUTE)
+            until = min(until, leg.opened_at + (held + 1) * _MINUTE)
+    return until
+
+
+def _raw_json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
 
 
 def _iso(dt: datetime) -> str:

@@ -102,6 +102,11 @@ class Router:
             raise unavailable("no worker owns the positions yet")
         return [URL(u) for u in sorted(urls)]
 
+    def active_count(self, changelog_topic: str) -> int:
+        """How many partitions of the changelog topic this worker actively owns."""
+        actives: set[Any] = getattr(self.app.assignor, "_active_tps", set())
+        return sum(1 for tp in actives if tp.topic == changelog_topic)
+
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
