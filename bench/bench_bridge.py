@@ -160,9 +160,12 @@ async def raw_ceiling(queue: str, topic: str, n: int, prefetch: int) -> float:
 async def bridge_rate(settings: Settings, n: int) -> float:
     metrics = Metrics()
     bridge = InboundBridge(settings, metrics)
-    started = time.perf_counter()
     await bridge.start()
     try:
+        # Like the raw loop, timed from a connected session (not the producer start).
+        while not bridge.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        started = time.perf_counter()
         while metrics.total("pm_bridge_acked_total") < n:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         return n / (time.perf_counter() - started)

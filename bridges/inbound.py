@@ -149,6 +149,8 @@ class InboundBridge(Service):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.should_stop:
+                    return
                 if time.monotonic() - started > self.healthy_session:
                     delay = 0.5
                 kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
