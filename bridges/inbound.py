@@ -111,8 +111,9 @@ class InboundBridge(Service):
     """Consumes the input queues and forwards to the asset-keyed Kafka topic."""
 
     #: Unacked deliveries per input queue (and channel). Bounds the redelivery after
-    #: a crash and the memory in flight; large enough to keep Kafka batches full.
-    prefetch = 1024
+    #: a crash: a redelivered fill is at most this many fills behind its first copy,
+    #: so it is still in the book's fill-id set (default capacity 256).
+    prefetch = 256
     #: Longest wait for one Kafka write before the session is restarted.
     ack_timeout = 90.0
     #: A session that lasted this long resets the reconnect backoff.
