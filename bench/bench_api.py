@@ -1,0 +1,342 @@
+"""REST API and live-portfolio benchmarks against a real worker (Kafka, RabbitMQ, Postgres).
+
+    .venv/bin/python bench/bench_api.py [--positions 1000] [--seconds 5] [--connections 16]
+                                        [--rate 500] [--visibility-seconds 10]
+
+Prints:
+  1. at N open positions (default 1,000), `GET /api/v1/positions/{asset}` (rotating over
+     every asset) and `GET /api/v1/portfolio` requests/s and p50/p99 next to a bare
+     aiohttp JSON endpoint on the same machine serving the very same bodies (a dict
+     serialized with orjson per request), and the ratios. Load: `wrk` (Debian package)
+     with one thread, one run each. Targets: p99 <= 1.25x, throughput >= 0.8x.
+  2. event -> portfolio visibility at R events/s (default 500) of exchange position
+     updates for random assets, published to RabbitMQ: per event, from the RabbitMQ
+     publish (end to end, bridge included) and from the input record's Kafka timestamp
+     (bridge excluded), to the portfolio totals record that includes it (its changelog
+     record's timestamp). p50 / p99 / max. Target p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aio_pika
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from bridges.inbound import queue_arguments
+from pm_streams.domain import event_from_bytes
+from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port, publish
+
+BARE_SERVER = textwrap.dedent(
+    """
+    import sys, orjson
+    from aiohttp import web
+    bodies = orjson.loads(open(sys.argv[2], "rb").read())
+    positions, portfolio = bodies["positions"], bodies["portfolio"]
+
+    async def position(request):
+        return web.Response(body=orjson.dumps(positions[request.match_info["asset"]]),
+                            content_type="application/json")
+
+    async def whole(request):
+        return web.Response(body=orjson.dumps(portfolio), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/positions/{asset}", position)
+    app.router.add_get("/api/v1/portfolio", whole)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    """
+)
+
+
+def asset_name(i: int) -> str:
+    return f"B{i:04d}USDT"
+
+
+def ws(asset: str, size: str, mark: str, trace: str) -> dict[str, Any]:
+    return {
+        "event_type": "position",
+        "trace_id": trace,
+        "data": {
+            "symbol": asset,
+            "side": "Buy",
+            "size": size,
+            "avgPrice": "100",
+            "markPrice": mark,
+            "mode": "one-way",
+        },
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+
+# --------------------------------------------------------------------------- wrk
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, path_lua: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            path_lua,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def lat(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        assert m, out
+        return float(m.group(1)) * _UNITS[m.group(2)]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50": lat("50"),
+        "p99": lat("99"),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def lua(tmp: Path, name: str, n: int, kind: str) -> str:
+    if kind == "position":
+        body = f"""
+            local i = 0
+            request = function()
+              i = i + 1
+              local path = string.format("/api/v1/positions/B%04dUSDT", i % {n})
+              return wrk.format("GET", path, {{["X-API-Key"] = "{API_KEY}"}})
+            end
+        """
+    else:
+        body = f"""
+            request = function()
+              return wrk.format("GET", "/api/v1/portfolio", {{["X-API-Key"] = "{API_KEY}"}})
+            end
+        """
+    path = tmp / f"{name}.lua"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+async def seed(deployment: Deployment, worker: WorkerProcess, n: int) -> None:
+    batch = [ws(asset_name(i), str(1 + i % 7), str(100 + i % 13), f"seed-{i}") for i in range(n)]
+    await publish(deployment.position_queue, batch)
+    await worker.wait_for(
+        "/api/v1/portfolio",
+        lambda s, b: s == 200 and b["open_positions_count"] == n,
+        timeout=120,
+    )
+
+
+async def capture(worker: WorkerProcess, n: int) -> dict[str, Any]:
+    positions: dict[str, Any] = {}
+    async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as s:
+        for i in range(n):
+            async with s.get(f"{worker.url}/api/v1/positions/{asset_name(i)}") as r:
+                positions[asset_name(i)] = await r.json()
+        async with s.get(f"{worker.url}/api/v1/portfolio") as r:
+            portfolio = await r.json()
+    return {"positions": positions, "portfolio": portfolio}
+
+
+def throughput(
+    worker: WorkerProcess, bodies: dict[str, Any], tmp: Path, n: int, seconds: int, conns: int
+) -> None:
+    bodies_path = tmp / "bodies.json"
+    bodies_path.write_bytes(orjson.dumps(bodies))
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port), str(bodies_path)])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                subprocess.run(
+                    ["curl", "-sf", f"http://127.0.0.1:{port}/api/v1/portfolio", "-o", "/dev/null"],
+                    check=True,
+                )
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.2)
+        print(f"\n1. API at {n} open positions: wrk -t1 -c{conns} -d{seconds}s, one run each")
+        print(
+            f"   portfolio body {len(orjson.dumps(bodies['portfolio'])):,} bytes; "
+            f"position body ~{len(orjson.dumps(bodies['positions'][asset_name(0)])):,} bytes"
+        )
+        header = f"   {'route':<32}{'service req/s':>14}{'bare req/s':>12}{'ratio':>7}"
+        header += f"{'p50 ms svc/bare':>18}{'p99 ms svc/bare':>18}{'p99 ratio':>10}"
+        print(header)
+        for kind, label in (
+            ("position", "GET /api/v1/positions/{asset}"),
+            ("portfolio", "GET /api/v1/portfolio"),
+        ):
+            script = lua(tmp, kind, n, kind)
+            wrk(worker.url, script, 1, conns)  # warm-up
+            svc = wrk(worker.url, script, seconds, conns)
+            wrk(f"http://127.0.0.1:{port}", script, 1, conns)
+            base = wrk(f"http://127.0.0.1:{port}", script, seconds, conns)
+            assert svc["non2xx"] == 0 and base["non2xx"] == 0, (svc, base)
+            print(
+                f"   {label:<32}{svc['rps']:>14,.0f}{base['rps']:>12,.0f}"
+                f"{svc['rps'] / base['rps']:>7.2f}"
+                f"{svc['p50']:>9.2f}/{base['p50']:<8.2f}{svc['p99']:>9.2f}/{base['p99']:<8.2f}"
+                f"{svc['p99'] / base['p99']:>10.2f}"
+            )
+    finally:
+        bare.terminate()
+        bare.wait(timeout=10)
+
+
+async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) -> None:
+    app_id = deployment.app_id
+    totals_topic = f"{app_id}-portfolio-totals-changelog"
+    input_topic = f"{app_id}.position-events"
+    consumer = AIOKafkaConsumer(
+        totals_topic,
+        input_topic,
+        bootstrap_servers="127.0.0.1:9092",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    published: dict[str, float] = {}
+    entered: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        while not done.is_set() or len(visible) < len(published):
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    if tp.topic == totals_topic:
+                        trace = orjson.loads(r.value).get("trace_id")
+                        visible.setdefault(trace, r.timestamp / 1000)
+                    else:
+                        entered.setdefault(event_from_bytes(r.value).trace_id, r.timestamp / 1000)
+            if done.is_set() and time.monotonic() > drain_deadline:
+                return
+
+    # Make sure the consumer is positioned before publishing.
+    await consumer.getmany(timeout_ms=500)
+    drain_deadline = float("inf")
+    task = asyncio.create_task(consume())
+    connection = await aio_pika.connect_robust("amqp://guest:guest@127.0.0.1/")
+    rng = random.Random(7)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.declare_queue(
+            deployment.position_queue, durable=True, arguments=queue_arguments()
+        )
+        total = int(rate * seconds)
+        start = time.monotonic()
+        for k in range(total):
+            due = start + k / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            i = rng.randrange(n)
+            trace = f"vis-{k}"
+            body = ws(asset_name(i), str(1 + i % 7), f"{100 + i % 13}.{k % 97 + 1:02d}", trace)
+            published[trace] = time.time()
+            await channel.default_exchange.publish(
+                aio_pika.Message(orjson.dumps(body)), routing_key=deployment.position_queue
+            )
+        achieved = total / (time.monotonic() - start)
+    drain_deadline = time.monotonic() + 15
+    done.set()
+    await task
+    await consumer.stop()
+    e2e = [(visible[t] - published[t]) * 1000 for t in published if t in visible]
+    kafka = [(visible[t] - entered[t]) * 1000 for t in published if t in visible and t in entered]
+    print(
+        f"\n2. event -> portfolio visibility: {len(published):,} updates at "
+        f"{achieved:,.0f}/s over {n} assets ({len(e2e):,} seen in the totals)"
+    )
+    for label, xs in (("from RabbitMQ publish", e2e), ("from Kafka input record", kafka)):
+        print(
+            f"   {label:<26} p50 {pct(xs, 50):7.1f} ms   p99 {pct(xs, 99):7.1f} ms   "
+            f"max {max(xs, default=float('nan')):7.1f} ms"
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--positions", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--visibility-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench_api: needs wrk (apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    deployment = Deployment(
+        tmp,
+        extra_env={
+            "POSITION_MANAGER_LOG_LEVEL": "WARNING",
+            "POSITION_MANAGER_RATE_LIMIT_DEFAULT": "100000000",
+        },
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        await worker.wait_healthy()
+        t0 = time.monotonic()
+        await seed(deployment, worker, args.positions)
+        print(
+            f"seeded {args.positions} open positions in {time.monotonic() - t0:.1f} s "
+            f"(app id {deployment.app_id}, cpus {os.cpu_count()})"
+        )
+        bodies = await capture(worker, args.positions)
+        await asyncio.to_thread(
+            throughput, worker, bodies, tmp, args.positions, args.seconds, args.connections
+        )
+        await visibility(deployment, args.positions, args.rate, args.visibility_seconds)
+        _, metrics = await worker.get("/metrics")
+        lines = [
+            ln
+            for ln in str(metrics).splitlines()
+            if ln.startswith("pm_portfolio_visibility_seconds_") and "bucket" not in ln
+        ]
+        print("   worker histogram (positions agent write -> portfolio apply):", *lines)
+    finally:
+        worker.ensure_stopped()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
