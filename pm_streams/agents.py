@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pm_streams.domain import ScheduleValidation
+from pm_streams.gaps import GapReader
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.processing import step
 
@@ -18,35 +19,57 @@ log = get_logger("pm_streams.agents")
 def register(service: Service) -> None:
     app = service.app
     table = service.positions
+    watermarks = service.watermarks
     cache = service.books
+    gaps = GapReader(service.settings)
+
+    async def apply_one(asset: str, payload: bytes, offset: int) -> None:
+        started = time.perf_counter()
+        try:
+            result = step(
+                cache.decode(asset, table.get(asset)),
+                payload,
+                offset,
+                service.clock.now(),
+                service.engine,
+            )
+        except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
+            await _dead_letter(service, asset, payload, exc)
+            return
+        if result.write is not None and result.book is not None:
+            table[asset] = result.write
+            cache.remember(asset, result.write, result.book)
+            _schedule_validations(service, result.book)
+            await _contribute(service, result.book)
+        elif result.kind == "replay" and result.book is not None:
+            # The send after the original write may have been lost in a crash;
+            # the portfolio agent ignores it when it already has this version.
+            await _contribute(service, result.book)
+        _report(service, asset, result.kind, result.notes, result.trace_id)
+        service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
         async for event in stream.events():
-            asset: str = event.key
-            started = time.perf_counter()
-            try:
-                result = step(
-                    cache.decode(asset, table.get(asset)),
-                    event.value,
-                    event.message.offset,
-                    service.clock.now(),
-                    service.engine,
+            tp = event.message.tp
+            offset: int = event.message.offset
+            mark = str(tp.partition)
+            applied = watermarks.get(mark)
+            if applied is not None and offset > int(applied) + 1:
+                missing = await gaps.read(tp.topic, tp.partition, int(applied) + 1, offset)
+                service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
+                log.warning(
+                    "offset_gap_filled",
+                    partition=tp.partition,
+                    start=int(applied) + 1,
+                    end=offset,
+                    records=len(missing),
                 )
-            except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
-                await _dead_letter(service, asset, event.value, exc)
-                continue
-            if result.write is not None and result.book is not None:
-                table[asset] = result.write
-                cache.remember(asset, result.write, result.book)
-                _schedule_validations(service, result.book)
-                await _contribute(service, result.book)
-            elif result.kind == "replay" and result.book is not None:
-                # The send after the original write may have been lost in a crash;
-                # the portfolio agent ignores it when it already has this version.
-                await _contribute(service, result.book)
-            _report(service, asset, result.kind, result.notes, result.trace_id)
-            service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
+                for record in missing:
+                    await apply_one(record.key, record.value, record.offset)
+            await apply_one(event.key, event.value, offset)
+            if applied is None or offset > int(applied):
+                watermarks[mark] = str(offset).encode()
 
 
 async def _contribute(service: Service, book: Any) -> None:
@@ -54,8 +77,10 @@ async def _contribute(service: Service, book: Any) -> None:
     from pm_streams.portfolio import contribution
 
     c = contribution(book)
+    # force: send now, not as a Faust "attachment" held back until the next offset
+    # commit (seconds); a replay re-sends it and the portfolio ignores known versions.
     await service.portfolio.topic.send(
-        key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp()
+        key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp(), force=True
     )
 
 

@@ -22,6 +22,7 @@ from pm_streams.domain import (
     event_from_bytes,
     event_to_bytes,
 )
+from tests.support.naive import naive
 from tests.unit.helpers import ASSET, CFG, NOW, id_factory, price, push
 
 settings.register_profile("domain", max_examples=200, deadline=None)
@@ -66,38 +67,6 @@ def run(events: list[Event], book: Book | None = None, cfg: EngineConfig = CFG) 
     for i, ev in enumerate(events):
         book, _ = apply(book, ev, NOW + timedelta(seconds=i), cfg, new_id=new_id)
     return book
-
-
-def naive(fills: list[Fill]) -> tuple[Fraction, Fraction, Fraction, Fraction]:
-    """Average-cost accounting written out long-hand over exact fractions.
-
-    Keeps the cost basis (not the average) and splits every fill into a closing part and
-    an opening part, so it shares no code path with the engine.
-    """
-    size = basis = realized = paid = Fraction(0)  # basis = Σ entry price·|qty| still open
-    for f in fills:
-        q, p, fee = Fraction(f.quantity), Fraction(f.price), Fraction(f.fee)
-        paid += fee
-        if f.is_funding:
-            realized -= fee
-            continue
-        closing = Fraction(0)
-        if size * q < 0:
-            closing = min(abs(q), abs(size))
-        opening = abs(q) - closing
-        if closing:
-            avg = basis / abs(size)
-            direction = 1 if size > 0 else -1
-            realized += (p - avg) * closing * direction - fee * closing / abs(q)
-            basis -= avg * closing
-            size += closing * (1 if q > 0 else -1)
-        if opening:
-            basis += p * opening
-            size += opening * (1 if q > 0 else -1)
-        if size == 0:
-            basis = Fraction(0)
-    avg = basis / abs(size) if size else Fraction(0)
-    return size, avg, realized, paid
 
 
 def close(a: Decimal, b: Fraction) -> bool:

@@ -1,0 +1,65 @@
+"""Read input records the Faust stream skipped, straight from Kafka.
+
+faust-streaming can drop events around a rebalance: messages prefetched under an
+old consumer generation are skipped, yet later offsets are acked and committed
+(faust-streaming #216, #221, #606; seen here after a SIGKILL with two workers).
+The positions agent therefore keeps, per input partition, the last offset it
+applied (a changelog-backed watermark). When the next event's offset is beyond
+watermark + 1, the records in between are read here and applied first, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pm_streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    value: bytes
+    offset: int
+
+
+class GapReader:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        """Records with start <= offset < end (compacted-away offsets are simply absent)."""
+        async with self._lock, asyncio.timeout(60):
+            consumer = await self._ensure()
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            out: list[Record] = []
+            while True:
+                if await consumer.position(tp) >= end:
+                    return out
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+                for r in batch.get(tp, []):
+                    if r.offset >= end:
+                        return out
+                    out.append(Record(r.key.decode(), r.value, r.offset))
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
