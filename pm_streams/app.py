@@ -45,6 +45,8 @@ class Service:
     books: BookCache = field(default_factory=BookCache)
     portfolio: Any = None
     """`pm_streams.portfolio.Portfolio`, set once by `build`."""
+    metrics_writer: Any = None
+    """`tables.metrics_writer.MetricsWriter`, set once by `build`."""
     snapshots: Any = None
     """`tables.snapshots.Snapshots`, set once by `build`."""
     validator: Any = None
@@ -54,6 +56,8 @@ class Service:
     def services(self) -> tuple[Any, ...]:
         """The services a worker runs beside the Faust app."""
         extra = tuple(s for s in (self.snapshots, self.validator) if s is not None)
+        if self.metrics_writer is not None:
+            extra = (*extra, self.metrics_writer)
         return (self.db, self.bridge, self.sink, self.republisher, *extra)
 
 
@@ -193,6 +197,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     object.__setattr__(service, "portfolio", portfolio)  # frozen: set once, here
     portfolio.register()
     _wire_tables(service)
+    from tables.metrics_writer import MetricsWriter
+
+    writer = MetricsWriter(settings, metrics, clock, db)
+    object.__setattr__(service, "metrics_writer", writer)  # frozen: set once, here
     agents.register(service)
     routes.register(service)
     return service

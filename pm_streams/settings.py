@@ -66,6 +66,7 @@ class Settings:
     metrics_cache_ttl: float = 86400.0
     portfolio_window: float = 60.0
     portfolio_event_interval: float = 1.0
+    metrics_write_interval: float = 30.0
     max_exposure_usdt: Decimal | None = None
     # kafka / faust
     kafka_broker: str = "kafka://127.0.0.1:9092"
@@ -201,6 +202,9 @@ class _Reader:
             portfolio_window=g(P + "PORTFOLIO_WINDOW", _positive_float, d.portfolio_window),
             portfolio_event_interval=g(
                 P + "PORTFOLIO_EVENT_INTERVAL", _positive_float, d.portfolio_event_interval
+            ),
+            metrics_write_interval=g(
+                P + "METRICS_WRITE_INTERVAL", _positive_float, d.metrics_write_interval
             ),
             max_exposure_usdt=g(P + "MAX_EXPOSURE_USDT", _optional_decimal, None),
             kafka_broker=g(P + "KAFKA_BROKER", _kafka_url, d.kafka_broker),
