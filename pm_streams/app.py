@@ -51,11 +51,13 @@ class Service:
     """`tables.snapshots.Snapshots`, set once by `build`."""
     validator: Any = None
     """`tables.validation.Validator`, set once by `build`."""
+    prices: Any = None
+    """`pm_streams.prices.PriceRefresher`, set once by `build`."""
 
     @property
     def services(self) -> tuple[Any, ...]:
         """The services a worker runs beside the Faust app."""
-        extra = tuple(s for s in (self.snapshots, self.validator) if s is not None)
+        extra = tuple(s for s in (self.snapshots, self.validator, self.prices) if s is not None)
         if self.metrics_writer is not None:
             extra = (*extra, self.metrics_writer)
         return (self.db, self.bridge, self.sink, self.republisher, *extra)
@@ -207,7 +209,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
 
 
 def _wire_tables(service: Service) -> None:
-    """Snapshots and validation (SPEC §6), acting on the partitions this worker owns."""
+    """Snapshots, validation (SPEC §6) and prices (§4.3), on the partitions this worker owns."""
+    from pm_streams.prices import PriceRefresher
     from tables.live import LivePositions
     from tables.snapshots import Snapshots
     from tables.validation import Validator
@@ -226,3 +229,5 @@ def _wire_tables(service: Service) -> None:
     validator = Validator(s, service.metrics, service.clock, service.db, live, service.engine)
     object.__setattr__(service, "snapshots", snapshots)  # frozen: set once, here
     object.__setattr__(service, "validator", validator)
+    prices = PriceRefresher(s, service.metrics, service.clock, live)
+    object.__setattr__(service, "prices", prices)
