@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
 from pm_streams.settings import Settings
-from tests.support.worker import ROOT, Deployment, WorkerProcess, publish
+from tests.support.worker import API_KEY, ROOT, Deployment, WorkerProcess, publish
 
 pytestmark = pytest.mark.integration
 
@@ -428,6 +429,7 @@ async def test_every_panel_query_runs_on_a_filled_database(
         await conn.execute(f'SET search_path TO "{deployment.schema}"')
         await _wait_filled(conn, worker, timeout=45)
         await run_every_panel(conn)
+        await run_docs_client(worker)
     finally:
         worker.ensure_stopped()
         await conn.execute(f'DROP SCHEMA IF EXISTS "{deployment.schema}" CASCADE')
@@ -475,3 +477,51 @@ async def run_every_panel(conn: asyncpg.Connection) -> None:
         if want.check is not None and rows and not want.check(rows):
             failures.append(f"{label}: unexpected values {[dict(r) for r in rows]}")
     assert not failures, "\n".join(failures)
+
+
+# --------------------------------------------------------------------- the operator's docs
+
+DOCS = ROOT / "docs" / "operations.md"
+
+
+def setting_names() -> set[str]:
+    """Every environment variable `pm_streams/settings.py` reads."""
+    text = (ROOT / "pm_streams" / "settings.py").read_text()
+    own = {"POSITION_MANAGER_" + n for n in re.findall(r'P \+ "([A-Z_]+)"', text)}
+    return own | set(re.findall(r'(?<!P \+ )"((?:POSTGRES|RABBITMQ)_[A-Z]+)"', text))
+
+
+def test_env_example_and_docs_list_every_setting() -> None:
+    names = setting_names()
+    assert len(names) > 40 and "POSITION_MANAGER_API_KEYS" in names
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert names <= set(example), sorted(names - set(example))
+    defaults = Settings()
+    assert example["POSITION_MANAGER_PORT"] == str(defaults.port)
+    assert example["POSITION_MANAGER_PARTITIONS"] == str(defaults.partitions)
+    assert float(example["POSITION_MANAGER_METRICS_WRITE_INTERVAL"]) == (
+        defaults.metrics_write_interval
+    )
+    docs = DOCS.read_text()
+    for name in names:
+        short = name.rsplit("_", 1)[-1]
+        assert f"`{name}`" in docs or f"_{short}`" in docs, name
+
+
+async def run_docs_client(worker: WorkerProcess) -> None:
+    """The integration snippet of docs/operations.md, run against the real worker."""
+    block = DOCS.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(block.replace("http://position-manager:4800", worker.url), "docs", "exec"),
+         namespace)  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        client = namespace["PositionManager"](session, API_KEY)
+        exposure = await client.total_exposure()
+        assert isinstance(exposure, Decimal) and exposure > 50000
+        btc = await client.features("BTCUSDT")
+        assert btc["unrealized_pnl_pct"] == 3 and btc["position_size_norm"] > Decimal("0.8")
+        assert (await client.features("ADAUSDT"))["size"] == 0  # 404: no position
