@@ -525,3 +525,42 @@ async def run_docs_client(worker: WorkerProcess) -> None:
         btc = await client.features("BTCUSDT")
         assert btc["unrealized_pnl_pct"] == 3 and btc["position_size_norm"] > Decimal("0.8")
         assert (await client.features("ADAUSDT"))["size"] == 0  # 404: no position
+
+
+# --------------------------------------------------------------------- the metrics writer
+
+
+def test_metrics_writer_rows_carry_increments_and_skip_unchanged_counters() -> None:
+    from dataclasses import replace as _replace
+
+    from pm_streams.clock import SystemClock
+    from pm_streams.metrics import Metrics
+    from tables.db import Database
+    from tables.metrics_writer import MetricsWriter
+
+    settings = _replace(Settings(), max_exposure_usdt=Decimal("250000.5"), instance_id="w-1")
+    metrics = Metrics()
+    writer = MetricsWriter(settings, metrics, SystemClock(), Database(settings))
+    now = SystemClock().now()
+
+    def by_name(rows: list[Any]) -> dict[tuple[str, str], tuple[Any, Any]]:
+        return {(r[4], r[5]): (r[6], r[7]) for r in rows}
+
+    metrics.inc("pm_rejects_total", 3, source="order_executed", field="body")
+    metrics.set("pm_consumer_lag_seconds", 0.25, consumer="sink")
+    rows, seen = writer.rows(now)
+    assert all(r[1] == "w-1" for r in rows)
+    got = by_name(rows)
+    key = ("pm_rejects_total", '{"field":"body","source":"order_executed"}')
+    assert got[key] == (3, 3)
+    assert got[("pm_consumer_lag_seconds", '{"consumer":"sink"}')] == (Decimal("0.25"), None)
+    assert got[("max_exposure_usdt", "{}")] == (Decimal("250000.5"), None)
+
+    # Not written yet (the insert failed): the next round still carries the whole growth.
+    metrics.inc("pm_rejects_total", 2, source="order_executed", field="body")
+    assert by_name(writer.rows(now)[0])[key] == (5, 5)
+    writer._written.update(writer.rows(now)[1])  # as after a successful insert
+    assert key not in by_name(writer.rows(now)[0])  # unchanged: no row
+    metrics.inc("pm_rejects_total", 1, source="order_executed", field="body")
+    assert by_name(writer.rows(now)[0])[key] == (6, 1)
+    assert seen[("pm_rejects_total", (("field", "body"), ("source", "order_executed")))] == 3
