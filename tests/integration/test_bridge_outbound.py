@@ -3,9 +3,12 @@ event ids, trace ids from the input, durable persistent messages."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from tests.support.rabbit import collect, fill_stream, read_queue, recompute
+from tests.support.rabbit import fill_stream, read_queue, recompute
 from tests.support.worker import Deployment, WorkerProcess, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -29,16 +32,21 @@ async def test_outputs_in_order_with_deterministic_ids_and_input_trace(
             lambda st, b, v=version: st == 200 and b["version"] == v,
             timeout=90,
         )
+    # A change that closes a position publishes only position_closed, so an asset's
+    # final version may be on either queue: read both until every final version is seen.
     closed_q = f"{deployment.output_prefix}.position_closed"
-    closed = await collect(closed_q, lambda got: any(True for _ in got), timeout=30)
-    closed_versions = {(m.body["asset"], m.body["version"]) for m in closed}  # type: ignore[index]
-
-    def complete(got: list) -> bool:  # type: ignore[type-arg]
-        seen = {(m.body["asset"], m.body["version"]) for m in got} | closed_versions
-        return all((a, v) in seen for a, v in versions.items())
-
-    updated = await collect(f"{deployment.output_prefix}.position_updated", complete, timeout=60)
-    closed += await read_queue(closed_q)
+    updated_q = f"{deployment.output_prefix}.position_updated"
+    closed: list = []  # type: ignore[type-arg]
+    updated: list = []  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while True:
+        closed += await read_queue(closed_q)
+        updated += await read_queue(updated_q)
+        seen = {(m.body["asset"], m.body["version"]) for m in [*updated, *closed]}
+        if all((a, v) in seen for a, v in versions.items()):
+            break
+        assert time.monotonic() < deadline, f"final versions not all published: {versions}"
+        await asyncio.sleep(0.3)
     closed_versions = {(m.body["asset"], m.body["version"]) for m in closed}  # type: ignore[index]
     by_asset: dict[str, list[int]] = {}
     trace_of = {f["execution_id"]: f["trace_id"] for f in fills}

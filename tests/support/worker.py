@@ -80,6 +80,9 @@ class Deployment:
                 "POSITION_MANAGER_SESSION_TIMEOUT": "6",
                 "POSITION_MANAGER_LOG_LEVEL": "INFO",
                 "POSITION_MANAGER_RATE_LIMIT_DEFAULT": "1000000",
+                # Never the real exchange from a test: a closed loopback port unless a
+                # test starts its own stand-in server (extra_env overrides this).
+                "POSITION_MANAGER_PRICE_API_URL": "http://127.0.0.1:9",
             }
         )
         env.update(self.extra_env)
