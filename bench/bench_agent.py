@@ -1,0 +1,453 @@
+"""The positions agent through real Kafka, in a real `pm-streams worker` subprocess.
+
+    .venv/bin/python bench/bench_agent.py [--events 50000] [--rate 500] [--seconds 10]
+                                          [--partitions 8] [--profile SECONDS]
+
+A fresh app id (its own topics, Postgres schema, queues); the event mix of
+`bench_apply.make_events` (60% fills, 25% exchange pushes of which half are no-op
+repeats, 15% price updates, 8 assets) in canonical form (`event_to_bytes`) produced
+straight to the input topic keyed by asset. Everything the worker runs beside the agent
+(Postgres sink, RabbitMQ republisher, portfolio agent, web server) runs as in
+production, on the same 2 cores as the broker and this script.
+
+Prints
+  1. throughput: N events produced *before* the worker starts (a backlog), then the
+     worker started; events/s = N / (time between the first and the last record of the
+     input-watermarks changelog, which the agent writes after every event). The time
+     from "healthy" to the last event applied is printed too. Target >= 5,000 events/s.
+  2. latency at a fixed rate (default 500 events/s for 10 s) once the worker is idle:
+     per event, from just before `producer.send` (wall clock) to the timestamp of the
+     positions-changelog record that carries it (`Book.last_offset` names the input
+     offset, the changelog partition is the input partition), p50/p90/p99/max over the
+     events that changed the table; and to the watermark record (every event,
+     no-ops included). Target p99 <= 20 ms.
+  3. with --profile S: `py-spy record` of the worker for S seconds during a second
+     backlog, written to var/bench/agent-profile.txt (top functions by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.bench_apply import make_events
+from pm_streams.domain import book_from_bytes, event_to_bytes
+from pm_streams.names import WATERMARKS_TABLE
+from pm_streams.settings import Settings
+from pm_streams.topics import ensure_topics
+from tests.support.worker import Deployment, WorkerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = re.compile(rb"\d+")
+
+
+class AgentOnlyWorker(WorkerProcess):
+    """The same worker without `Service.services` (no Postgres sink, no RabbitMQ bridge
+    or republisher, no snapshots/validation/prices): Faust, the positions and portfolio
+    agents, their tables and the web server only."""
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-agent-only", str(self.port)],
+            cwd=ROOT,
+            env=self.deployment.env(self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+
+def serve_agent_only(port: int) -> int:
+    from pm_streams import logs
+    from pm_streams.app import build
+    from pm_streams.cli import Worker
+
+    settings = Settings.from_env().with_port(port)
+    logs.configure(settings.log_level)
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    service = build(settings)
+    runner = Worker(
+        service.app,
+        loop=loop,
+        quiet=True,
+        loglevel=settings.log_level,
+        log_level=settings.log_level,
+        workdir=str(settings.worker_dir),
+    )
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(label: str, ms: list[float]) -> str:
+    if not ms:
+        return f"{label}: no samples"
+    return (
+        f"{label}: n={len(ms):,} p50 {pct(ms, 0.50):.1f} ms  p90 {pct(ms, 0.90):.1f} ms  "
+        f"p99 {pct(ms, 0.99):.1f} ms  max {max(ms):.1f} ms  mean {statistics.fmean(ms):.1f} ms"
+    )
+
+
+class Tail:
+    """Reads a topic from given offsets (all partitions) with an aiokafka consumer."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, start: dict[int, int] | None = None) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+        await self.consumer.start()
+        parts: set[int] | None = None
+        for _ in range(100):
+            parts = self.consumer.partitions_for_topic(self.topic)
+            if parts:
+                break
+            await self.consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        assert parts, f"topic {self.topic} not found"
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        for tp in tps:
+            offset = (start or {}).get(tp.partition)
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    async def end_offsets(self) -> dict[int, int]:
+        assert self.consumer is not None
+        tps = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+
+    async def getmany(self) -> list[tuple[int, int, bytes | None, bytes | None, int]]:
+        assert self.consumer is not None
+        batch = await self.consumer.getmany(timeout_ms=200, max_records=10_000)
+        return [
+            (r.partition, r.offset, r.key, r.value, r.timestamp)
+            for records in batch.values()
+            for r in records
+        ]
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+async def records_per_topic(bootstrap: str, app_id: str) -> dict[str, int]:
+    """Records written so far to each of the app's topics (sum of end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        out: dict[str, int] = {}
+        topics = sorted(t for t in await consumer.topics() if t.startswith(app_id))
+        consumer.subscribe(topics)  # metadata (partitions) for exactly these topics
+        await consumer._client.force_metadata_update()
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic) or set()
+            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+            out[topic.removeprefix(app_id).lstrip(".-")] = sum(ends.values())
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def produce_backlog(
+    producer: AIOKafkaProducer, topic: str, payloads: list[tuple[str, bytes]]
+) -> dict[int, int]:
+    """Send everything; return partition → last offset."""
+    last: dict[int, int] = {}
+    pending = []
+    for asset, value in payloads:
+        pending.append(await producer.send(topic, value=value, key=asset.encode()))
+        if len(pending) >= 5000:
+            for md in await asyncio.gather(*pending):
+                last[md.partition] = max(last.get(md.partition, -1), md.offset)
+            pending.clear()
+    for md in await asyncio.gather(*pending):
+        last[md.partition] = max(last.get(md.partition, -1), md.offset)
+    return last
+
+
+async def wait_watermarks(
+    marks: Tail, want: dict[int, int], timeout: float
+) -> tuple[list[int], dict[tuple[int, int], int]]:
+    """Read the watermarks changelog until every input partition reached `want`.
+
+    Returns the record timestamps (ms) and input (partition, offset) → timestamp."""
+    seen: dict[int, int] = {}
+    stamps: list[int] = []
+    at: dict[tuple[int, int], int] = {}
+    deadline = time.monotonic() + timeout
+    while any(seen.get(p, -1) < off for p, off in want.items()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"watermarks stuck: want {want}, seen {seen}")
+        for _p, _o, key, value, ts in await marks.getmany():
+            if key is None or value is None:
+                continue
+            part = int(DIGITS.search(key).group())  # type: ignore[union-attr]
+            off = int(DIGITS.search(value).group())  # type: ignore[union-attr]
+            seen[part] = max(seen.get(part, -1), off)
+            stamps.append(ts)
+            at.setdefault((part, off), ts)
+    return stamps, at
+
+
+async def fixed_rate(
+    producer: AIOKafkaProducer, topic: str, payloads: list[tuple[str, bytes]], rate: float
+) -> tuple[dict[tuple[int, int], float], dict[int, int]]:
+    """Produce at `rate`/s; return (partition, offset) → wall time just before send."""
+    sent_at: list[float] = []
+    futures = []
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+    for i, (asset, value) in enumerate(payloads):
+        delay = t0 + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at.append(time.time())
+        futures.append(await producer.send(topic, value=value, key=asset.encode()))
+    mds = await asyncio.gather(*futures)
+    by_offset = {(md.partition, md.offset): t for md, t in zip(mds, sent_at, strict=True)}
+    last: dict[int, int] = {}
+    for md in mds:
+        last[md.partition] = max(last.get(md.partition, -1), md.offset)
+    return by_offset, last
+
+
+def profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--gil",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def top_frames(raw: Path, n: int = 25) -> str:
+    """Own time and total time per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not count_s.isdigit():
+            continue
+        count = int(count_s)
+        samples += count
+        frames = stack.split(";")
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    lines = [f"{samples} samples"]
+    lines.append("-- own time")
+    lines += [f"{100 * c / samples:5.1f}%  {f}" for f, c in own.most_common(n)]
+    lines.append("-- total time (inclusive)")
+    lines += [f"{100 * c / samples:5.1f}%  {f}" for f, c in total.most_common(n)]
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    dead = free_port()  # no exchange: the price refresher's calls fail fast, nothing sent
+    deployment = Deployment(
+        tmp,
+        partitions=args.partitions,
+        extra_env={
+            "POSITION_MANAGER_PRICE_API_URL": f"http://127.0.0.1:{dead}",
+            **dict(kv.split("=", 1) for kv in args.env),
+        },
+    )
+    port = free_port()
+    settings = Settings.from_env(deployment.env(port))
+    names = settings.kafka
+    await ensure_topics(settings)
+    latency_n = int(args.rate * args.seconds)
+    extra = args.events if args.profile else 0
+    events = make_events(args.events + latency_n + extra)
+    payloads = [(e.asset, event_to_bytes(e)) for e in events]
+    backlog = payloads[: args.events]
+    paced = payloads[args.events : args.events + latency_n]
+    second = payloads[args.events + latency_n :]
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    worker = (AgentOnlyWorker if args.agent_only else WorkerProcess)(deployment, port=port)
+    marks = Tail(settings.kafka_bootstrap, names.changelog(WATERMARKS_TABLE))
+    changes = Tail(settings.kafka_bootstrap, names.positions_changelog)
+    try:
+        t = time.perf_counter()
+        last = await produce_backlog(producer, names.input_topic, backlog)
+        print(
+            f"app {settings.app_id}: {len(backlog):,} events produced in "
+            f"{time.perf_counter() - t:.1f} s over {len(last)} partitions"
+        )
+
+        # ---------------------------------------------------------------- 1. throughput
+        worker.start()
+        assert worker.proc is not None
+        pid = worker.proc.pid
+        if args.agent_only:  # /health reports the missing Postgres/RabbitMQ services
+            await worker.wait_for("/health", lambda status, _body: status in (200, 503))
+        else:
+            await worker.wait_healthy(timeout=120)
+        healthy = time.time()
+        cpu0 = cpu_seconds(pid)
+        await marks.start()
+        stamps, _ = await wait_watermarks(marks, last, timeout=600)
+        await asyncio.sleep(1.0)  # the sink and republisher finish the tail
+        cpu = cpu_seconds(pid) - cpu0
+        span = (max(stamps) - min(stamps)) / 1000
+        print(
+            f"throughput ({'agent-only' if args.agent_only else 'full'} worker, "
+            f"backlog of {len(backlog):,}): "
+            f"{len(backlog) / span:,.0f} events/s  ({span:.2f} s first→last applied; "
+            f"last applied {max(stamps) / 1000 - healthy:.2f} s after /health said healthy)"
+        )
+        print(
+            f"  worker CPU: {cpu:.1f} s = {1e6 * cpu / len(backlog):,.0f} µs/event "
+            f"→ {len(backlog) / cpu:,.0f} events per CPU-second "
+            f"(machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
+
+        written = await records_per_topic(settings.kafka_bootstrap, settings.app_id)
+        inputs = written.pop(names.input_topic.removeprefix(settings.app_id).lstrip(".-"), 0)
+        print(
+            f"  Kafka records written per input event: {sum(written.values()) / inputs:.2f} ("
+            + ", ".join(f"{t} {n / inputs:.2f}" for t, n in written.items() if n)
+            + ")"
+        )
+
+        # ---------------------------------------------------------------- 2. latency
+        await asyncio.sleep(2.0)  # idle: sink and republisher have caught up
+        start_marks = await marks.end_offsets()
+        await changes.start()
+        start_changes = await changes.end_offsets()
+        await changes.stop()
+        changes = Tail(settings.kafka_bootstrap, names.positions_changelog)
+        await changes.start(start_changes)
+        await marks.stop()
+        marks = Tail(settings.kafka_bootstrap, names.changelog(WATERMARKS_TABLE))
+        await marks.start(start_marks)
+        sent, last2 = await fixed_rate(producer, names.input_topic, paced, args.rate)
+        _, mark_at = await wait_watermarks(marks, last2, timeout=120)
+        table_ms: list[float] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            records = await changes.getmany()
+            if not records and table_ms:
+                break
+            for part, _off, _key, value, ts in records:
+                if value is None:
+                    continue
+                book = book_from_bytes(value)
+                t_sent = sent.get((part, book.last_offset))
+                if t_sent is not None:
+                    table_ms.append(ts - t_sent * 1000)
+        all_ms = [mark_at[k] - t * 1000 for k, t in sent.items() if k in mark_at]
+        print(f"latency at {args.rate:g} events/s for {args.seconds:g} s ({len(paced):,} events):")
+        print("  " + summary("event→table (positions changelog, changed events)", table_ms))
+        print("  " + summary("event→applied (watermark, every event)", all_ms))
+
+        # ---------------------------------------------------------------- 3. profile
+        if args.profile:
+            assert worker.proc is not None
+            out = ROOT / "var/bench/agent-profile.raw"
+            spy = profile(worker.proc.pid, args.profile, out)
+            await asyncio.sleep(1.0)
+            last3 = await produce_backlog(producer, names.input_topic, second)
+            await wait_watermarks(marks, last3, timeout=600)
+            spy.wait(timeout=args.profile + 60)
+            text = top_frames(out)
+            (ROOT / "var/bench/agent-profile.txt").write_text(text)
+            print(f"profile (py-spy, {args.profile} s during a second backlog):")
+            print("\n".join("  " + line for line in text.splitlines()))
+    finally:
+        await marks.stop()
+        await changes.stop()
+        await producer.stop()
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS")
+    parser.add_argument(
+        "--agent-only",
+        action="store_true",
+        help="run the worker without the sink, bridges and periodic services",
+    )
+    parser.add_argument("--serve-agent-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra worker environment, e.g. PRODUCER_LINGER=0.002 (a Faust setting)",
+    )
+    args = parser.parse_args()
+    if args.serve_agent_only:
+        sys.exit(serve_agent_only(args.serve_agent_only))
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
