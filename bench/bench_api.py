@@ -29,19 +29,18 @@ import sys
 import tempfile
 import textwrap
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aio_pika
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridges.inbound import queue_arguments
-from pm_streams.domain import event_from_bytes
-from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port, publish
+from pm_streams.domain import ExchangeUpdate, book_from_bytes, event_to_bytes
+from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port
 
 BARE_SERVER = textwrap.dedent(
     """
@@ -67,21 +66,6 @@ BARE_SERVER = textwrap.dedent(
 
 def asset_name(i: int) -> str:
     return f"B{i:04d}USDT"
-
-
-def ws(asset: str, size: str, mark: str, trace: str) -> dict[str, Any]:
-    return {
-        "event_type": "position",
-        "trace_id": trace,
-        "data": {
-            "symbol": asset,
-            "side": "Buy",
-            "size": size,
-            "avgPrice": "100",
-            "markPrice": mark,
-            "mode": "one-way",
-        },
-    }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -153,8 +137,17 @@ def lua(tmp: Path, name: str, n: int, kind: str) -> str:
 
 
 async def seed(deployment: Deployment, worker: WorkerProcess, n: int) -> None:
-    batch = [ws(asset_name(i), str(1 + i % 7), str(100 + i % 13), f"seed-{i}") for i in range(n)]
-    await publish(deployment.position_queue, batch)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
+    await producer.start()
+    try:
+        for i in range(n):
+            value = update(asset_name(i), str(1 + i % 7), str(100 + i % 13), f"seed-{i}")
+            await producer.send(
+                f"{deployment.app_id}.position-events", key=asset_name(i).encode(), value=value
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
     await worker.wait_for(
         "/api/v1/portfolio",
         lambda s, b: s == 200 and b["open_positions_count"] == n,
@@ -220,78 +213,120 @@ def throughput(
         bare.wait(timeout=10)
 
 
+def update(asset: str, size: str, mark: str, trace: str) -> bytes:
+    """The canonical input event the bridge would put on Kafka for a position push."""
+    return event_to_bytes(
+        ExchangeUpdate(
+            asset=asset,
+            mode="one-way",
+            size=Decimal(size),
+            avg_price=Decimal(100),
+            unrealized_pnl=None,
+            realized_pnl=None,
+            mark_price=Decimal(mark),
+            seq=None,
+            updated_ms=None,
+            trace_id=trace,
+        )
+    )
+
+
 async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) -> None:
+    """Produce canonical events to the input topic (the bridge is benched by bench_bridge)
+    and watch the portfolio totals changelog for the record that includes each one."""
     app_id = deployment.app_id
     totals_topic = f"{app_id}-portfolio-totals-changelog"
     input_topic = f"{app_id}.position-events"
+    book_topic = f"{app_id}-positions-changelog"
     consumer = AIOKafkaConsumer(
         totals_topic,
-        input_topic,
+        book_topic,
         bootstrap_servers="127.0.0.1:9092",
         auto_offset_reset="latest",
         enable_auto_commit=False,
         group_id=None,
     )
     await consumer.start()
-    published: dict[str, float] = {}
-    entered: dict[str, float] = {}
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
+    await producer.start()
+    sent: dict[str, float] = {}
     visible: dict[str, float] = {}
+    written: dict[str, float] = {}
     done = asyncio.Event()
 
     async def consume() -> None:
-        while not done.is_set() or len(visible) < len(published):
-            batch = await consumer.getmany(timeout_ms=200)
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
             for tp, records in batch.items():
-                for r in records:
-                    if tp.topic == totals_topic:
-                        trace = orjson.loads(r.value).get("trace_id")
-                        visible.setdefault(trace, r.timestamp / 1000)
-                    else:
-                        entered.setdefault(event_from_bytes(r.value).trace_id, r.timestamp / 1000)
-            if done.is_set() and time.monotonic() > drain_deadline:
+                for rec in records:
+                    if tp.topic == book_topic:
+                        for effect in book_from_bytes(rec.value).effects:
+                            trace = getattr(effect, "trace_id", None)
+                            if trace:
+                                written.setdefault(trace, rec.timestamp / 1000)
+                        continue
+                    trace = orjson.loads(rec.value).get("trace_id")
+                    visible.setdefault(trace, rec.timestamp / 1000)
+            if done.is_set() and (len(visible) >= len(sent) or time.monotonic() > drain_end):
                 return
 
-    # Make sure the consumer is positioned before publishing.
-    await consumer.getmany(timeout_ms=500)
-    drain_deadline = float("inf")
+    await consumer.getmany(timeout_ms=500)  # positioned at the end before producing
+    drain_end = float("inf")
     task = asyncio.create_task(consume())
-    connection = await aio_pika.connect_robust("amqp://guest:guest@127.0.0.1/")
     rng = random.Random(7)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=False)
-        await channel.declare_queue(
-            deployment.position_queue, durable=True, arguments=queue_arguments()
-        )
-        total = int(rate * seconds)
-        start = time.monotonic()
-        for k in range(total):
-            due = start + k / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            i = rng.randrange(n)
-            trace = f"vis-{k}"
-            body = ws(asset_name(i), str(1 + i % 7), f"{100 + i % 13}.{k % 97 + 1:02d}", trace)
-            published[trace] = time.time()
-            await channel.default_exchange.publish(
-                aio_pika.Message(orjson.dumps(body)), routing_key=deployment.position_queue
-            )
-        achieved = total / (time.monotonic() - start)
-    drain_deadline = time.monotonic() + 15
+    total = int(rate * seconds)
+    start = time.monotonic()
+    pending = []
+    for k in range(total):
+        delay = start + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        i = rng.randrange(n)
+        trace = f"vis-{k}"
+        mark = f"{100 + i % 13}.{k % 97 + 1:02d}"
+        value = update(asset_name(i), str(1 + i % 7), mark, trace)
+        sent[trace] = time.time()
+        pending.append(await producer.send(input_topic, key=asset_name(i).encode(), value=value))
+    achieved = total / (time.monotonic() - start)
+    for fut in pending:
+        meta = await fut
+        del meta
+    drain_end = time.monotonic() + 30
     done.set()
     await task
     await consumer.stop()
-    e2e = [(visible[t] - published[t]) * 1000 for t in published if t in visible]
-    kafka = [(visible[t] - entered[t]) * 1000 for t in published if t in visible and t in entered]
+    await producer.stop()
+    xs = [(visible[t] - at) * 1000 for t, at in sent.items() if t in visible]
     print(
-        f"\n2. event -> portfolio visibility: {len(published):,} updates at "
-        f"{achieved:,.0f}/s over {n} assets ({len(e2e):,} seen in the totals)"
+        f"\n2. event -> portfolio visibility: {len(sent):,} position updates produced to "
+        f"the input topic at {achieved:,.0f}/s over {n} assets ({len(xs):,} seen in the "
+        "totals changelog)"
     )
-    for label, xs in (("from RabbitMQ publish", e2e), ("from Kafka input record", kafka)):
-        print(
-            f"   {label:<26} p50 {pct(xs, 50):7.1f} ms   p99 {pct(xs, 99):7.1f} ms   "
-            f"max {max(xs, default=float('nan')):7.1f} ms"
-        )
+    if os.environ.get("BENCH_VERBOSE"):
+        t0 = min(sent.values())
+        by_second: dict[int, list[float]] = {}
+        for t, at in sent.items():
+            if t in visible:
+                by_second.setdefault(int(at - t0), []).append((visible[t] - at) * 1000)
+        for sec, ys in sorted(by_second.items()):
+            print(f"   second {sec:>3}: n={len(ys):>4} p50 {pct(ys, 50):8.1f} ms")
+    ws_ = [(written[t] - at) * 1000 for t, at in sent.items() if t in written]
+    print(
+        f"   produce -> position record p50 {pct(ws_, 50):7.1f} ms   p99 {pct(ws_, 99):7.1f} ms"
+        f"   max {max(ws_, default=float('nan')):7.1f} ms"
+    )
+    print(
+        f"   produce -> totals record   p50 {pct(xs, 50):7.1f} ms   p99 {pct(xs, 99):7.1f} ms"
+        f"   max {max(xs, default=float('nan')):7.1f} ms"
+    )
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in str(text).splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 async def main() -> None:
@@ -301,6 +336,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--visibility-seconds", type=float, default=10.0)
+    parser.add_argument("--only", choices=("api", "visibility"), default=None)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_api: needs wrk (apt-get install wrk)")
@@ -314,28 +350,41 @@ async def main() -> None:
     )
     worker = WorkerProcess(deployment).start()
     try:
-        await worker.wait_healthy()
+        # Kafka and the partitions are what this bench needs (it produces to Kafka itself).
+        await worker.wait_for(
+            "/health",
+            lambda s, b: b.get("kafka_connected") and b.get("portfolio_owner"),
+            timeout=120,
+        )
         t0 = time.monotonic()
         await seed(deployment, worker, args.positions)
         print(
             f"seeded {args.positions} open positions in {time.monotonic() - t0:.1f} s "
             f"(app id {deployment.app_id}, cpus {os.cpu_count()})"
         )
-        bodies = await capture(worker, args.positions)
-        await asyncio.to_thread(
-            throughput, worker, bodies, tmp, args.positions, args.seconds, args.connections
-        )
-        await visibility(deployment, args.positions, args.rate, args.visibility_seconds)
-        _, metrics = await worker.get("/metrics")
-        lines = [
-            ln
-            for ln in str(metrics).splitlines()
-            if ln.startswith("pm_portfolio_visibility_seconds_") and "bucket" not in ln
-        ]
-        print("   worker histogram (positions agent write -> portfolio apply):", *lines)
+        if args.only != "visibility":
+            bodies = await capture(worker, args.positions)
+            await asyncio.to_thread(
+                throughput, worker, bodies, tmp, args.positions, args.seconds, args.connections
+            )
+        if args.only != "api":
+            await visibility(deployment, args.positions, args.rate, args.visibility_seconds)
+            _, metrics = await worker.get("/metrics")
+            print("   worker means (ms):")
+            for name in (
+                "pm_apply_seconds",
+                "pm_portfolio_apply_seconds",
+                "pm_portfolio_visibility_seconds",
+            ):
+                total = _metric(metrics, name + "_sum")
+                count = _metric(metrics, name + "_count")
+                print(f"     {name:<34} {1000 * total / max(count, 1):8.2f}  (n={count:.0f})")
     finally:
         worker.ensure_stopped()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("BENCH_VERBOSE"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept", tmp)
 
 
 if __name__ == "__main__":

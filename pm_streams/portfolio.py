@@ -56,6 +56,8 @@ SCALE = Decimal("1e-20")
 35 digits is exact in the 50-digit context, so adding and removing contributions
 incrementally gives exactly the from-scratch sum (average entry prices are
 non-terminating, so unquantized products would differ in the last digit)."""
+HISTORY_SAMPLE = 1.0
+"""Seconds of event time between two writes of the same history window."""
 TOTALS_KEY = "portfolio"
 """The one key of the totals table; portfolio requests are routed with it."""
 
@@ -523,6 +525,8 @@ class Portfolio:
         self._writes: dict[float, dict[str, Any]] = {}
         self._writer_wakeup = asyncio.Event()
         self._rendered: dict[str, tuple[bytes | None, bytes]] = {}
+        self._history_last: tuple[float, float] | None = None
+        self._history_pending: tuple[float, float, Totals] | None = None
 
     # -- reads (any worker; meaningful on the owner of the single partition)
 
@@ -584,21 +588,18 @@ class Portfolio:
 
     def windows(self, start: float, end: float) -> list[dict[str, Any]]:
         """History entries of the windows overlapping [start, end], oldest first."""
-        rows = []
-        for raw_key, value in list(self.history.table.data.items()):
-            k = _history_key(raw_key)
-            if k is None or k[0] != TOTALS_KEY or not (k[2] > start and k[1] <= end):
-                continue
-            rows.append((k[1], window_row(k[1], k[1] + self.window, Totals.from_bytes(value))))
-        return [row for _, row in sorted(rows, key=lambda r: r[0])]
+        return [
+            window_row(w, w + self.window, totals)
+            for w, totals in sorted(self._history_rows().items())
+            if w + self.window > start and w <= end
+        ]
 
     def closed_windows(self, now: float) -> list[tuple[float, float, Totals]]:
-        out = []
-        for raw_key, value in list(self.history.table.data.items()):
-            k = _history_key(raw_key)
-            if k is not None and k[0] == TOTALS_KEY and k[2] <= now:
-                out.append((k[1], k[2], Totals.from_bytes(value)))
-        return out
+        return [
+            (w, w + self.window, totals)
+            for w, totals in self._history_rows().items()
+            if w + self.window <= now
+        ]
 
     # -- registration
 
@@ -624,8 +625,7 @@ class Portfolio:
                 metrics.inc("pm_portfolio_changes_total", result=decision.kind)
                 if decision.totals is not None:
                     self.totals_table[TOTALS_KEY] = decision.totals.to_bytes()
-                    # Event time: the contribution message's timestamp (the change's time).
-                    self.history[TOTALS_KEY] = decision.totals.to_bytes()
+                    self._record_history(decision.totals, event.message.timestamp)
                 if decision.write_contribution:
                     self.contrib[new.asset] = event.value
                 if decision.totals is not None:
@@ -667,6 +667,38 @@ class Portfolio:
                 self._writer_wakeup.clear()
                 await self._write_windows()
 
+    def _record_history(self, totals: Totals, ts: float) -> None:
+        """Write the windowed table at most once per `HISTORY_SAMPLE` s of event time per
+        window (a changelog record per change would double the produce load); the
+        latest unwritten totals stay pending in memory, overlay reads, and are written
+        into their window when the next change lands in a later window."""
+        start = window_start(ts, self.window)
+        pending = self._history_pending
+        if pending is not None and pending[0] != start:
+            # Close the previous window with its last totals (event time of that change).
+            self.history.relative_to(pending[1])[TOTALS_KEY] = pending[2].to_bytes()  # type: ignore[attr-defined]
+            self._history_pending = None
+        last = self._history_last
+        if last is None or last[0] != start or ts - last[1] >= HISTORY_SAMPLE:
+            # Event time: the contribution message's timestamp (the change's time).
+            self.history[TOTALS_KEY] = totals.to_bytes()
+            self._history_last = (start, ts)
+            self._history_pending = None
+        else:
+            self._history_pending = (start, ts, totals)
+
+    def _history_rows(self) -> dict[float, Totals]:
+        """Window start -> totals, from the windowed table with the pending overlay."""
+        out: dict[float, Totals] = {}
+        for raw_key, value in list(self.history.table.data.items()):
+            k = _history_key(raw_key)
+            if k is not None and k[0] == TOTALS_KEY:
+                out[k[1]] = Totals.from_bytes(value)
+        pending = self._history_pending
+        if pending is not None:
+            out[pending[0]] = pending[2]
+        return out
+
     def owner(self) -> bool:
         """Whether this worker actively owns the portfolio partition."""
         app = self.service.app
@@ -690,7 +722,8 @@ class Portfolio:
         with bound_trace(totals.trace_id):
             if event_type != "portfolio_updated":
                 log.warning(event_type, total_exposure_usdt=body["total_exposure_usdt"])
-        await self.outbox.send(key=TOTALS_KEY, value=orjson.dumps(body))
+        # force: not held back until the next offset commit; ids are deterministic.
+        await self.outbox.send(key=TOTALS_KEY, value=orjson.dumps(body), force=True)
         self.service.metrics.inc("pm_portfolio_events_total", event_type=event_type)
 
     async def _write_windows(self) -> None:

@@ -64,6 +64,11 @@ class Router:
         self.app = app
         self.token = internal_token(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._own = _ident(settings.canonical_url)
+        # (table, key) -> owner URL (None = this worker), valid for one assignment:
+        # Faust replaces the assignor's partition -> URL map on every rebalance.
+        self._owners: dict[tuple[str, str], URL | None] = {}
+        self._owners_of: object = None
 
     def ready(self) -> bool:
         app = self.app
@@ -79,12 +84,20 @@ class Router:
     def owner(self, table: str, key: str) -> URL | None:
         """None when this worker owns `key` of `table`; else the owner's URL."""
         self._check_ready()
+        assignment = getattr(self.app.assignor, "_tps_url", None)
+        if assignment is not self._owners_of or len(self._owners) > 100_000:
+            self._owners = {}
+            self._owners_of = assignment
         try:
-            dest = URL(self.app.router.key_store(table, key))
+            return self._owners[(table, key)]
+        except KeyError:
+            pass
+        try:
+            url = URL(self.app.router.key_store(table, key))
         except (KeyError, TypeError, ValueError):
             raise unavailable("no worker owns this partition yet") from None
-        if _ident(dest) == _ident(self.own_url()):
-            return None
+        dest = None if _ident(url) == self._own else url
+        self._owners[(table, key)] = dest
         return dest
 
     def owns(self, table: str, key: str) -> bool:
@@ -179,7 +192,7 @@ class Router:
         extra_headers: Mapping[str, str],
     ) -> list[Any]:
         """The local answer plus every other owning worker's, in host order."""
-        own = _ident(self.own_url())
+        own = self._own
         tasks = []
         for host in self.hosts(changelog_topic):
             if _ident(host) == own:
