@@ -59,22 +59,27 @@ class RateLimiter:
         return None
 
 
-def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
-    ring = KeyRing(settings)
-    limiter = RateLimiter()
-    token = internal_token(settings)
+class Gate:
+    """Key check and rate limit of one request (raises `ApiError` 401 / 429)."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/v1/") or request.path in OPEN_PATHS:
-            return await handler(request)
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ring = KeyRing(settings)
+        self.limiter = RateLimiter()
+        self.token = internal_token(settings)
+
+    def check(self, request: web.Request) -> None:
+        path = request.path
+        if not path.startswith("/api/v1/") or path in OPEN_PATHS:
+            return
         presented = request.headers.get("X-API-Key", "")
-        client = ring.find(presented) if presented else None
+        client = self.ring.find(presented) if presented else None
         if client is None:
-            metrics.inc("pm_api_unauthorized_total")
+            self.metrics.inc("pm_api_unauthorized_total")
             log.warning(
                 "unauthorized",
-                path=request.path,
+                path=path,
                 reason="unknown key" if presented else "missing key",
                 key_fingerprint=key_fingerprint(presented) if presented else None,
                 remote=request.remote,
@@ -82,19 +87,28 @@ def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # 
             )
             raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
         request["client"] = client.name
-        if is_internal(request, token):
+        if is_internal(request, self.token):
             # Forwarded by another worker, which already counted it against the key.
-            return await handler(request)
-        wait = limiter.check(client.name, settings.limit_for(client), time.monotonic())
+            return
+        limit = self.settings.limit_for(client)
+        wait = self.limiter.check(client.name, limit, time.monotonic())
         if wait is not None:
-            metrics.inc("pm_rate_limited_total", client=client.name)
-            log.info("rate_limited", client=client.name, path=request.path)
+            self.metrics.inc("pm_rate_limited_total", client=client.name)
+            log.info("rate_limited", client=client.name, path=path)
             raise ApiError(
                 429,
                 "rate_limited",
-                f"rate limit of {settings.limit_for(client)}/min exceeded",
+                f"rate limit of {limit}/min exceeded",
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
+
+
+def auth_middleware(settings: Settings, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+    gate = Gate(settings, metrics)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        gate.check(request)
         return await handler(request)
 
     return middleware

@@ -50,17 +50,25 @@ def error_response(err: ApiError) -> web.Response:
     )
 
 
+def failure_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The JSON error answer for an exception raised by a handler (None: re-raise)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status >= 400:
+            code = "not_found" if exc.status == 404 else exc.reason.lower().replace(" ", "_")
+            return error_response(ApiError(exc.status, code, exc.reason))
+        return None
+    log.error("request_failed", path=request.path, error=repr(exc), exc_info=exc)
+    return error_response(ApiError(500, "internal_error", "internal error"))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as err:
-        return error_response(err)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            code = "not_found" if exc.status == 404 else exc.reason.lower().replace(" ", "_")
-            return error_response(ApiError(exc.status, code, exc.reason))
-        raise
     except Exception as exc:
-        log.error("request_failed", path=request.path, error=repr(exc), exc_info=exc)
-        return error_response(ApiError(500, "internal_error", "internal error"))
+        response = failure_response(request, exc)
+        if response is None:
+            raise
+        return response

@@ -22,8 +22,8 @@ from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dic
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
 from web import commands
-from web.auth import auth_middleware
-from web.errors import ApiError, bad_parameter, error_middleware, json_response
+from web.auth import Gate
+from web.errors import ApiError, bad_parameter, failure_response, json_response
 from web.health import KafkaCheck
 from web.openapi import document
 from web.routing import SCOPE, Router, is_internal
@@ -31,6 +31,7 @@ from web.routing import SCOPE, Router, is_internal
 if TYPE_CHECKING:
     from pm_streams.app import Service
     from pm_streams.metrics import Metrics
+    from pm_streams.settings import Settings
 
 ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
 API_MODES = ("one-way", "hedge", "hedge-long", "hedge-short")
@@ -94,9 +95,7 @@ def parse_time(request: web.Request, name: str, default: datetime) -> datetime:
 
 def register(service: Service) -> None:
     web_app: web.Application = service.app.web.web_app  # type: ignore[attr-defined]
-    web_app.middlewares.append(latency_middleware(service.metrics))
-    web_app.middlewares.append(error_middleware)
-    web_app.middlewares.append(auth_middleware(service.settings, service.metrics))
+    web_app.middlewares.append(api_middleware(service.settings, service.metrics))
     handlers = Handlers(service)
     web_app.router.add_get("/health", handlers.health)
     web_app.router.add_get("/metrics", handlers.metrics)
@@ -111,15 +110,24 @@ def register(service: Service) -> None:
     web_app.on_cleanup.append(lambda _app: handlers.router.close())
 
 
-def latency_middleware(metrics: Metrics) -> Any:
-    """API latency and request counts by route template (not by raw path)."""
+def api_middleware(settings: Settings, metrics: Metrics) -> Any:
+    """One middleware (one frame per request, not three): API latency and request
+    counts by route template, the JSON error shape, API key and rate limit."""
+    gate = Gate(settings, metrics)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
         try:
-            response: web.StreamResponse = await handler(request)
+            try:
+                gate.check(request)
+                response: web.StreamResponse = await handler(request)
+            except Exception as exc:
+                failure = failure_response(request, exc)
+                if failure is None:
+                    raise
+                response = failure
             status = response.status
             return response
         finally:
