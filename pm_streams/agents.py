@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pm_streams.domain import ScheduleValidation
-from pm_streams.gaps import GapReader
+from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.processing import step
 
@@ -19,9 +19,17 @@ log = get_logger("pm_streams.agents")
 def register(service: Service) -> None:
     app = service.app
     table = service.positions
-    watermarks = service.watermarks
     cache = service.books
     gaps = GapReader(service.settings)
+    marks = Watermarks(service.settings.partitions)
+
+    def book_offsets() -> list[tuple[str, int]]:
+        out = []
+        for asset, stored in list(table.items()):
+            book = cache.decode(asset, stored)
+            if book is not None:
+                out.append((asset, book.last_offset))
+        return out
 
     async def apply_one(asset: str, payload: bytes, offset: int) -> None:
         started = time.perf_counter()
@@ -53,23 +61,21 @@ def register(service: Service) -> None:
         async for event in stream.events():
             tp = event.message.tp
             offset: int = event.message.offset
-            mark = str(tp.partition)
-            applied = watermarks.get(mark)
-            if applied is not None and offset > int(applied) + 1:
-                missing = await gaps.read(tp.topic, tp.partition, int(applied) + 1, offset)
+            applied = marks.get(tp.partition, app.consumer_generation_id, book_offsets)
+            if offset > applied + 1:
+                missing = await gaps.read(tp.topic, tp.partition, applied + 1, offset)
                 service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
                 log.warning(
                     "offset_gap_filled",
                     partition=tp.partition,
-                    start=int(applied) + 1,
+                    start=applied + 1,
                     end=offset,
                     records=len(missing),
                 )
                 for record in missing:
                     await apply_one(record.key, record.value, record.offset)
             await apply_one(event.key, event.value, offset)
-            if applied is None or offset > int(applied):
-                watermarks[mark] = str(offset).encode()
+            marks.advance(tp.partition, offset)
 
 
 async def _contribute(service: Service, book: Any) -> None:

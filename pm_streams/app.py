@@ -16,7 +16,7 @@ from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
 from pm_streams.metrics import Metrics
-from pm_streams.names import POSITIONS_TABLE, WATERMARKS_TABLE
+from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
 from pm_streams.topics import COMPACTED
@@ -33,8 +33,6 @@ class Service:
     input_topic: Any
     dead_letter_topic: Any
     positions: Any
-    watermarks: Any
-    """Input partition → last applied offset (see `pm_streams.gaps`)."""
     engine: EngineConfig
     metrics: Metrics
     clock: Clock
@@ -174,13 +172,6 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     # must be the raw asset bytes: the router hashes the serialized key to find the
     # owning partition, and the bridge partitions the input topic by the raw bytes.
     positions.key_serializer = "raw"  # type: ignore[attr-defined]
-    watermarks = app.Table(
-        WATERMARKS_TABLE,
-        key_type=str,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="Input partition number → offset of the last event the positions agent applied.",
-    )
     metrics = Metrics()
     clock = clock or SystemClock()
     db = Database(settings)
@@ -190,7 +181,6 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         input_topic=input_topic,
         dead_letter_topic=dead_letter_topic,
         positions=positions,
-        watermarks=watermarks,
         engine=engine_config(settings),
         metrics=metrics,
         clock=clock,

@@ -4,16 +4,18 @@ faust-streaming can drop events around a rebalance: messages prefetched under an
 old consumer generation are skipped, yet later offsets are acked and committed
 (faust-streaming #216, #221, #606; seen here after a SIGKILL with two workers).
 The positions agent therefore keeps, per input partition, the last offset it
-applied (a changelog-backed watermark). When the next event's offset is beyond
-watermark + 1, the records in between are read here and applied first, in order.
+applied (`Watermarks`). When the next event's offset is beyond watermark + 1, the
+records in between are read here and applied first, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from pm_streams.settings import Settings
 
@@ -23,6 +25,44 @@ class Record:
     key: str
     value: bytes
     offset: int
+
+
+class Watermarks:
+    """Per input partition, the last offset this worker applied, held in memory.
+
+    It is never written to Kafka (that was one extra record per event). A watermark
+    that is too low is harmless: the gap reader re-reads records that the books'
+    own `last_offset` guard then skips. One that is too high would lose events, so
+    on every new consumer generation it is rebuilt from the books recovered from the
+    changelog: the highest `last_offset` among the assets of that partition (-1 when
+    it has none, so everything before the first delivered event is checked).
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self._all = list(range(partitions))
+        self._partitioner = DefaultPartitioner()
+        self._marks: dict[int, int] = {}
+        self._generation: int | None = None
+
+    def partition_of(self, asset: str) -> int:
+        """The input partition of an asset (the bridge's producer uses this partitioner)."""
+        return int(self._partitioner(asset.encode(), self._all, self._all))
+
+    def get(
+        self, partition: int, generation: int, books: Callable[[], Iterable[tuple[str, int]]]
+    ) -> int:
+        if generation != self._generation:
+            self._marks.clear()
+            self._generation = generation
+        mark = self._marks.get(partition)
+        if mark is None:
+            offsets = (off for asset, off in books() if self.partition_of(asset) == partition)
+            mark = self._marks[partition] = max(offsets, default=-1)
+        return mark
+
+    def advance(self, partition: int, offset: int) -> None:
+        if offset > self._marks.get(partition, -1):
+            self._marks[partition] = offset
 
 
 class GapReader:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POSITIONS_TABLE = "positions"
-WATERMARKS_TABLE = "input-watermarks"
 PORTFOLIO_CONTRIB_TABLE = "portfolio-contrib"
 PORTFOLIO_TOTALS_TABLE = "portfolio-totals"
 PORTFOLIO_HISTORY_TABLE = "portfolio-history"

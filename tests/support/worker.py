@@ -205,7 +205,7 @@ async def drain(
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Everything currently in a queue (declared durable if missing)."""
     connection = await aio_pika.connect_robust(url)
-    out = []
+    out: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with connection:
         channel = await connection.channel()
         q = await channel.declare_queue(queue, durable=True)
