@@ -464,8 +464,8 @@ async def run(args: argparse.Namespace) -> None:
             await worker.wait_healthy(timeout=120)
         healthy = time.time()
         cpu0 = cpu_seconds(pid)
-        await marks.start()
         if args.floor:
+            await marks.start()
             stamps, _ = await wait_watermarks(marks, last, timeout=600)
             first_ms, last_ms = min(stamps), max(stamps)
         else:
@@ -497,15 +497,16 @@ async def run(args: argparse.Namespace) -> None:
 
         # ---------------------------------------------------------------- 2. latency
         print(f"  worker idle {idle:.1f} s after the last input event was applied")
-        start_marks = await marks.end_offsets()
+        start_marks = await marks.end_offsets() if args.floor else {}
         await changes.start()
         start_changes = await changes.end_offsets()
         await changes.stop()
         changes = Tail(settings.kafka_bootstrap, names.positions_changelog)
         await changes.start(start_changes)
-        await marks.stop()
-        marks = Tail(settings.kafka_bootstrap, names.changelog(WATERMARKS_TABLE))
-        await marks.start(start_marks)
+        if args.floor:
+            await marks.stop()
+            marks = Tail(settings.kafka_bootstrap, names.changelog(WATERMARKS_TABLE))
+            await marks.start(start_marks)
         sent, last2 = await fixed_rate(producer, names.input_topic, paced, args.rate)
         mark_at: dict[tuple[int, int], int] = {}
         if args.floor:
