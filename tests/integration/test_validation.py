@@ -177,5 +177,9 @@ async def test_grace_validation_adopts_exchange_size(
         "/api/v1/positions/BTCUSDT", lambda s, b: s == 200 and b["size"] == "1.8", timeout=30
     )
     assert body["version"] == version + 2  # the exchange push, then the correction
+    # The validator counts the fix once it has seen the correction's version in the
+    # table, a moment after the API shows it.
+    health = await worker.wait_for("/health", lambda s, b: b["validation"]["fixes"] >= 1)
+    await asyncio.sleep(1)
     _status, health = await worker.get("/health")
     assert health["validation"]["fixes"] == 1, health
