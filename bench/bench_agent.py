@@ -85,28 +85,15 @@ class AgentOnlyWorker(WorkerProcess):
 def serve_agent_only(port: int) -> int:
     from pm_streams import logs
     from pm_streams.app import build
-    from pm_streams.cli import Worker
+    from pm_streams.cli import prepared_loop, run
 
     settings = Settings.from_env().with_port(port)
     logs.configure(settings.log_level)
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
+    loop = prepared_loop(settings)
     service = build(settings)
-    runner = Worker(
-        service.app,
-        loop=loop,
-        quiet=True,
-        loglevel=settings.log_level,
-        log_level=settings.log_level,
-        workdir=str(settings.worker_dir),
+    return run(
+        service.app, loop=loop, log_level=settings.log_level, workdir=str(settings.worker_dir)
     )
-    try:
-        runner.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 class FloorWorker(AgentOnlyWorker):
@@ -132,25 +119,15 @@ def serve_floor(port: int) -> int:
 
     from pm_streams import logs
     from pm_streams.app import faust_app, raw_changelog
-    from pm_streams.cli import Worker
+    from pm_streams.cli import prepared_loop, run
+    from pm_streams.topics import raw_topic
 
     settings = Settings.from_env().with_port(port)
     logs.configure(settings.log_level)
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
+    loop = prepared_loop(settings)
     app = faust_app(settings)
     names = settings.kafka
-    topic = app.topic(
-        names.input_topic,
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=True,
-    )
+    topic = raw_topic(app, names.input_topic, settings.partitions, internal=True)
     table = app.Table(
         "floor",
         key_type=str,
@@ -171,12 +148,7 @@ def serve_floor(port: int) -> int:
                 table[event.key] = event.value
             marks[str(event.message.tp.partition)] = str(event.message.offset).encode()
 
-    runner = Worker(app, loop=loop, quiet=True, loglevel="WARNING", log_level="WARNING")
-    try:
-        runner.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(app, loop=loop, log_level="WARNING")
 
 
 def cpu_seconds(pid: int) -> float:

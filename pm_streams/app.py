@@ -19,7 +19,7 @@ from pm_streams.metrics import Metrics
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
-from pm_streams.topics import COMPACTED
+from pm_streams.topics import COMPACTED, raw_topic
 from tables.db import Database
 from tables.sink import PostgresSink
 
@@ -117,13 +117,10 @@ def raw_changelog(app: faust.App, name: str, partitions: int) -> Any:
     It is also the change stream read by the sink and the republisher, so every
     version is kept for a week before compaction may drop it.
     """
-    return app.topic(
+    return raw_topic(
+        app,
         name,
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
+        partitions,
         compacting=True,
         deleting=False,
         acks=False,
@@ -142,24 +139,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
 
     app = faust_app(settings)
     names = settings.kafka
-    input_topic = app.topic(
-        names.input_topic,
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=True,
-    )
-    dead_letter_topic = app.topic(
-        names.input_topic + ".dlq",
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=1,
-        internal=True,
-    )
+    input_topic = raw_topic(app, names.input_topic, settings.partitions, internal=True)
+    dead_letter_topic = raw_topic(app, names.input_topic + ".dlq", 1, internal=True)
     positions = app.Table(
         POSITIONS_TABLE,
         key_type=str,
@@ -211,14 +192,7 @@ def _wire_tables(service: Service) -> None:
 
     s = service.settings
     live = LivePositions(service.app, service.positions, service.input_topic, service.books)
-    outbox = service.app.topic(
-        s.kafka.outbox_topic,
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=s.partitions,
-    )
+    outbox = service.portfolio.outbox
     snapshots = Snapshots(s, service.metrics, service.clock, service.db, live, outbox)
     validator = Validator(s, service.metrics, service.clock, service.db, live, service.engine)
     object.__setattr__(service, "snapshots", snapshots)  # frozen: set once, here

@@ -78,7 +78,6 @@ def migrate(settings: Settings) -> int:
 
 def worker(settings: Settings) -> int:
     from pm_streams.app import build
-    from pm_streams.topics import ensure_topics
 
     if not settings.api_clients:
         return _fail(
@@ -86,11 +85,8 @@ def worker(settings: Settings) -> int:
             "invalid setting POSITION_MANAGER_API_KEY: set it or POSITION_MANAGER_API_KEYS "
             "(the API refuses every request without a key)",
         )
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(ensure_topics(settings))
+        loop = prepared_loop(settings)
     except Exception as exc:
         return _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
     service = build(settings)
@@ -100,14 +96,42 @@ def worker(settings: Settings) -> int:
         api=f"{settings.canonical_url}/api/v1/",
         health=f"{settings.canonical_url}/health",
     )
-    runner = Worker(
+    return run(
         service.app,
         *service.services,
         loop=loop,
-        quiet=True,
-        loglevel=settings.log_level,
         log_level=settings.log_level,
         workdir=str(settings.worker_dir),
+    )
+
+
+def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """The worker's event loop, after the data dir and the Kafka topics exist."""
+    from pm_streams.topics import ensure_topics
+
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    return loop
+
+
+def run(
+    app: faust.App,
+    *services: Any,
+    loop: asyncio.AbstractEventLoop,
+    log_level: str,
+    workdir: str | None = None,
+) -> int:
+    """Run a Faust worker until it stops; its exit code."""
+    runner = Worker(
+        app,
+        *services,
+        loop=loop,
+        quiet=True,
+        loglevel=log_level,
+        log_level=log_level,
+        workdir=workdir,
     )
     try:
         runner.execute_from_commandline()

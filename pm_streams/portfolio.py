@@ -44,6 +44,7 @@ from pm_streams.names import (
     PORTFOLIO_HISTORY_TABLE,
     PORTFOLIO_TOTALS_TABLE,
 )
+from pm_streams.topics import raw_topic
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
@@ -473,23 +474,8 @@ class Portfolio:
         app = service.app
         names = settings.kafka
         self.max_exposure = settings.max_exposure_usdt
-        self.topic = app.topic(
-            names.portfolio_topic,
-            key_type=str,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=1,
-            internal=True,
-        )
-        self.outbox = app.topic(
-            names.outbox_topic,
-            key_type=str,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            internal=True,
-        )
+        self.topic = raw_topic(app, names.portfolio_topic, 1, internal=True)
+        self.outbox = raw_topic(app, names.outbox_topic, settings.partitions, internal=True)
         self.contrib = app.Table(
             PORTFOLIO_CONTRIB_TABLE,
             key_type=str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -51,3 +52,19 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
                     await admin.create_topics(missing)
         finally:
             await admin.close()
+
+
+def raw_topic(app: Any, name: str, partitions: int | None = None, **options: Any) -> Any:
+    """A Faust topic of our own bytes keyed by the raw asset (or other str) key.
+
+    Raw keys matter: the bridge and Faust's router both partition by the key's bytes.
+    """
+    return app.topic(
+        name,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        **options,
+    )

@@ -8,25 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
 pytestmark = pytest.mark.e2e
-
-
-def fill(execution_id: str, side: str, qty: str, price: str, fee: str = "0") -> dict[str, Any]:
-    return {
-        "event_type": "order_executed",
-        "order_id": f"o-{execution_id}",
-        "execution_id": execution_id,
-        "asset": "BTCUSDT",
-        "side": side,
-        "execution_price": price,
-        "execution_quantity": qty,
-        "execution_fees": fee,
-        "mode": "one-way",
-        "executed_at": "2025-01-15T10:10:00Z",
-        "trace_id": f"trace-{execution_id}",
-    }
 
 
 def has_size(size: str) -> Any:
@@ -42,7 +27,7 @@ async def test_fill_reaches_api_and_survives_restarts(
     assert health["kafka_connected"] and health["queue_connected"]
     assert health["database_connected"]
 
-    await publish(deployment.order_queue, [fill("e-1", "BUY", "1.0", "48000.00", "10")])
+    await publish(deployment.order_queue, [fill("e-1", "BUY", "1.0", "48000.00", fee="10")])
     body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
     assert body["asset"] == "BTCUSDT"
     assert body["side"] == "long"
@@ -64,7 +49,7 @@ async def test_fill_reaches_api_and_survives_restarts(
     assert body["id"] == position_id and body["version"] == 2
 
     # SIGKILL: nothing flushed on the way out; still restored, and new fills apply once.
-    await publish(deployment.order_queue, [fill("e-3", "SELL", "0.5", "51000.00", "25.50")])
+    await publish(deployment.order_queue, [fill("e-3", "SELL", "0.5", "51000.00", fee="25.50")])
     await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
     assert worker.signal(signal.SIGKILL) == -signal.SIGKILL
     worker = WorkerProcess(deployment, port=worker.port).start()

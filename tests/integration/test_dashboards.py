@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from pm_streams.settings import Settings
+from tests.support.rabbit import fill
 from tests.support.worker import API_KEY, ROOT, Deployment, WorkerProcess, publish
 
 pytestmark = pytest.mark.integration
@@ -311,22 +312,6 @@ def test_every_panel_is_declared_and_reads_only_views() -> None:
 # --------------------------------------------------------------------- the real run
 
 
-def fill(asset: str, n: int, side: str, qty: str, price: str, fee: str = "0") -> dict[str, Any]:
-    return {
-        "event_type": "order_executed",
-        "order_id": f"o-{asset}-{n}",
-        "execution_id": f"x-{asset}-{n}",
-        "asset": asset,
-        "side": side,
-        "execution_price": price,
-        "execution_quantity": qty,
-        "execution_fees": fee,
-        "mode": "one-way",
-        "executed_at": "2025-01-15T10:10:00Z",
-        "trace_id": f"trace-{asset}-{n}",
-    }
-
-
 def exchange(asset: str, seq: int, side: str, size: str, avg: str, mark: str, upnl: str) -> Any:
     return {
         "event_type": "position",
@@ -406,11 +391,11 @@ async def test_every_panel_query_runs_on_a_filled_database(
         await publish(
             deployment.order_queue,
             [
-                fill("BTCUSDT", 1, "BUY", "1.0", "50000", "10"),
-                fill("ETHUSDT", 1, "BUY", "2", "3000"),
-                fill("SOLUSDT", 1, "SELL", "10", "100"),
-                fill("XRPUSDT", 1, "BUY", "100", "0.5"),
-                fill("XRPUSDT", 2, "SELL", "100", "0.6"),
+                fill("BTCUSDT-1", "BUY", "1.0", "50000", asset="BTCUSDT", fee="10"),
+                fill("ETHUSDT-1", "BUY", "2", "3000", asset="ETHUSDT"),
+                fill("SOLUSDT-1", "SELL", "10", "100", asset="SOLUSDT"),
+                fill("XRPUSDT-1", "BUY", "100", "0.5", asset="XRPUSDT"),
+                fill("XRPUSDT-2", "SELL", "100", "0.6", asset="XRPUSDT"),
                 b"{not json",
             ],
         )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.exchange import FakeExchange, Status
+from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
 pytestmark = pytest.mark.integration
@@ -21,21 +22,6 @@ async def exchange() -> AsyncIterator[FakeExchange]:
     ex = await FakeExchange().start()
     yield ex
     await ex.stop()
-
-
-def order(asset: str, n: int, side: str, qty: str, price: str) -> dict[str, Any]:
-    return {
-        "event_type": "order_executed",
-        "order_id": f"o-{asset}-{n}",
-        "execution_id": f"x-{asset}-{n}",
-        "asset": asset,
-        "side": side,
-        "execution_price": price,
-        "execution_quantity": qty,
-        "execution_fees": "0",
-        "mode": "one-way",
-        "trace_id": f"t-{asset}-{n}",
-    }
 
 
 async def test_fill_gets_mark_price_and_unrealized_pnl_from_the_exchange(
@@ -55,9 +41,9 @@ async def test_fill_gets_mark_price_and_unrealized_pnl_from_the_exchange(
     await publish(
         deployment.order_queue,
         [
-            order("BTCUSDT", 1, "BUY", "0.5", "50000"),
-            order("ETHUSDT", 1, "SELL", "2", "3000"),
-            order("NOPEUSDT", 1, "BUY", "3", "10"),  # the exchange does not know it
+            fill("BTCUSDT-1", "BUY", "0.5", "50000", asset="BTCUSDT"),
+            fill("ETHUSDT-1", "SELL", "2", "3000", asset="ETHUSDT"),
+            fill("NOPEUSDT-1", "BUY", "3", "10", asset="NOPEUSDT"),  # the exchange does not know it
         ],
     )
 

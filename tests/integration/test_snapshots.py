@@ -15,6 +15,7 @@ import pytest
 from pm_streams.clock import SystemClock
 from tables.snapshots import INSERT_SNAPSHOT, Snapshots
 from tests.integration.test_sink_helpers import rig
+from tests.support.rabbit import fill
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, drain, publish
 
 pytestmark = pytest.mark.integration
@@ -37,22 +38,6 @@ async def post(worker: WorkerProcess, path: str, **params: str) -> tuple[int, An
         if status != 503 or time.monotonic() > deadline:
             return status, body
         await asyncio.sleep(0.5)
-
-
-def fill(asset: str, n: int, side: str, qty: str, price: str) -> dict[str, Any]:
-    return {
-        "event_type": "order_executed",
-        "order_id": f"o-{asset}-{n}",
-        "execution_id": f"x-{asset}-{n}",
-        "asset": asset,
-        "side": side,
-        "execution_price": price,
-        "execution_quantity": qty,
-        "execution_fees": "1.5",
-        "mode": "one-way",
-        "executed_at": "2025-01-15T10:10:00Z",
-        "trace_id": f"trace-{asset}-{n}",
-    }
 
 
 async def test_retention_deletes_only_what_is_older_than_the_limit() -> None:
@@ -105,7 +90,10 @@ async def test_on_demand_periodic_paging_and_events(
     workers.extend([a, b])
     await asyncio.gather(a.wait_healthy(), b.wait_healthy())
     assets = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
-    await publish(deployment.order_queue, [fill(x, 1, "BUY", "1.5", "100.25") for x in assets])
+    await publish(
+        deployment.order_queue,
+        [fill(f"{x}-1", "BUY", "1.5", "100.25", asset=x, fee="1.5") for x in assets],
+    )
     for x in assets:
         await a.wait_for(f"/api/v1/positions/{x}", lambda s, body: s == 200)
 
