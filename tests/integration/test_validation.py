@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from pm_streams.settings import Settings
-from tests.integration.test_snapshots import fill, post
+from tests.integration.test_snapshots import post
+from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
 pytestmark = pytest.mark.integration
@@ -67,9 +68,12 @@ async def test_seeded_discrepancy_detected_and_fixed_missing_report_never_flat(
     workers.append(worker)
     await worker.wait_healthy()
 
-    eth = fill("ETHUSDT", 1, "BUY", "2.0", "3000")
+    eth = fill("ETHUSDT-1", "BUY", "2.0", "3000", asset="ETHUSDT", fee="1.5")
     eth["execution_fees"] = "0"
-    await publish(deployment.order_queue, [eth, fill("SOLUSDT", 1, "BUY", "3", "150")])
+    await publish(
+        deployment.order_queue,
+        [eth, fill("SOLUSDT-1", "BUY", "3", "150", asset="SOLUSDT", fee="1.5")],
+    )
     await worker.wait_for("/api/v1/positions/SOLUSDT", lambda s, b: s == 200)
     await publish(deployment.position_queue, [exchange("ETHUSDT", "Buy", "2.5", "3000", 1)])
     before = await worker.wait_for(
@@ -158,11 +162,17 @@ async def test_grace_validation_adopts_exchange_size(
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
     await worker.wait_healthy()
-    await publish(deployment.order_queue, [fill("BTCUSDT", 1, "BUY", "1.0", "50000")])
+    await publish(
+        deployment.order_queue,
+        [fill("BTCUSDT-1", "BUY", "1.0", "50000", asset="BTCUSDT", fee="1.5")],
+    )
     await worker.wait_for("/api/v1/positions/BTCUSDT", lambda s, b: s == 200)
     # The exchange reports 1.3: a fill in flight explains it within the grace...
     await publish(deployment.position_queue, [exchange("BTCUSDT", "Buy", "1.3", "50000", 1)])
-    await publish(deployment.order_queue, [fill("BTCUSDT", 2, "BUY", "0.3", "50000")])
+    await publish(
+        deployment.order_queue,
+        [fill("BTCUSDT-2", "BUY", "0.3", "50000", asset="BTCUSDT", fee="1.5")],
+    )
     body = await worker.wait_for(
         "/api/v1/positions/BTCUSDT", lambda s, b: s == 200 and b["size"] == "1.3"
     )
