@@ -494,10 +494,10 @@ async def run(args: argparse.Namespace) -> None:
             for part, _off, _key, value, ts in records:
                 if value is None:
                     continue
-                book = book_from_bytes(value)
-                t_sent = sent.get((part, book.last_offset))
-                if t_sent is not None:
-                    table_ms.append(ts - t_sent * 1000)
+                for view in book_from_bytes(value).steps():  # every change of the batch
+                    t_sent = sent.get((part, view.last_offset))
+                    if t_sent is not None:
+                        table_ms.append(ts - t_sent * 1000)
         all_ms = [mark_at[k] - t * 1000 for k, t in sent.items() if k in mark_at]
         print(f"latency at {args.rate:g} events/s for {args.seconds:g} s ({len(paced):,} events):")
         print("  " + summary("event→table (positions changelog, changed events)", table_ms))

@@ -260,7 +260,8 @@ async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) 
             for tp, records in batch.items():
                 for rec in records:
                     if tp.topic == book_topic:
-                        for effect in book_from_bytes(rec.value).effects:
+                        book = book_from_bytes(rec.value)
+                        for effect in (e for view in book.steps() for e in view.effects):
                             trace = getattr(effect, "trace_id", None)
                             if trace:
                                 written.setdefault(trace, rec.timestamp / 1000)

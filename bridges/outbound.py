@@ -30,6 +30,7 @@ log = get_logger("bridges.outbound")
 
 class Republisher(BatchConsumer):
     name = "republisher"
+    linger_ms = 20  # one round of publisher confirms per 20 ms at most, not per change
 
     def __init__(self, settings: Settings, metrics: Metrics, clock: Clock, **kwargs: Any) -> None:
         names = settings.kafka
@@ -66,7 +67,10 @@ class Republisher(BatchConsumer):
             return [(str(body["event_type"]), body)]
         if record.value is None:
             return []
-        return position_events(book_from_bytes(record.value), self.clock.now())
+        now = self.clock.now()
+        return [
+            e for view in book_from_bytes(record.value).steps() for e in position_events(view, now)
+        ]
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         if self.channel is None or self.channel.is_closed:

@@ -1,14 +1,17 @@
-"""Faust agents: a few lines each: decode, apply, write, emit."""
+"""The positions agent: per batch of input events, decode and apply each, then write
+each changed asset once and send its portfolio contribution."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from pm_streams.domain import ScheduleValidation
+from pm_streams.domain import Book, ScheduleValidation, book_to_bytes
 from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
-from pm_streams.processing import step
+from pm_streams.processing import Batch, step
+from pm_streams.writes import on_behalf_of
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
@@ -31,51 +34,80 @@ def register(service: Service) -> None:
                 out.append((asset, book.last_offset))
         return out
 
-    async def apply_one(asset: str, payload: bytes, offset: int) -> None:
+    def write(book: Book, origin: Any) -> None:
+        """Store `book`; `origin` is an input event of its partition (`on_behalf_of`)."""
+        raw = book_to_bytes(book)
+        with on_behalf_of(origin):
+            table[book.asset] = raw
+        cache.remember(book.asset, raw, book)
+
+    def apply_one(
+        asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any
+    ) -> Exception | None:
+        """Apply one event into `batch`; the exception of a failed event is returned."""
         started = time.perf_counter()
+        current = batch.get(asset) or cache.decode(asset, table.get(asset))
         try:
-            result = step(
-                cache.decode(asset, table.get(asset)),
-                payload,
-                offset,
-                service.clock.now(),
-                service.engine,
-            )
+            result = step(current, payload, offset, service.clock.now(), service.engine)
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
-            await _dead_letter(service, asset, payload, exc)
-            return
-        if result.write is not None and result.book is not None:
-            table[asset] = result.write
-            cache.remember(asset, result.write, result.book)
+            return exc
+        if result.kind == "applied" and result.book is not None:
+            full = batch.put(result.book, origin)
+            if full is not None:
+                write(*full)
             _schedule_validations(service, result.book)
-            await _contribute(service, result.book)
-        elif result.kind == "replay" and result.book is not None:
-            # The send after the original write may have been lost in a crash;
-            # the portfolio agent ignores it when it already has this version.
-            await _contribute(service, result.book)
+        elif result.kind == "replay":
+            batch.replayed(asset, origin)
         _report(service, asset, result.kind, result.notes, result.trace_id)
         service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
+        return None
+
+    async def apply_all(
+        records: Iterable[tuple[str, bytes, int]], batch: Batch[Any], origin: Any
+    ) -> None:
+        """Apply records of `origin`'s partition in order; a failed one goes to the DLQ."""
+        for asset, payload, offset in records:
+            error = apply_one(asset, payload, offset, batch, origin)
+            if error is not None:
+                await _dead_letter(service, asset, payload, error)
+
+    async def fill_gap(event: Any, applied: int, batch: Batch[Any]) -> None:
+        """Apply the records between the watermark and `event` that Faust skipped."""
+        tp, offset = event.message.tp, event.message.offset
+        missing = await gaps.read(tp.topic, tp.partition, applied + 1, offset)
+        service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
+        log.warning(
+            "offset_gap_filled",
+            partition=tp.partition,
+            start=applied + 1,
+            end=offset,
+            records=len(missing),
+        )
+        await apply_all(((r.key, r.value, r.offset) for r in missing), batch, event)
+
+    async def flush(batch: Batch[Any]) -> None:
+        """Write each changed asset once, then send the contributions of the batch."""
+        for book, origin in batch.drain():
+            write(book, origin)
+        for asset in batch.touched:
+            stored = cache.decode(asset, table.get(asset))
+            if stored is not None:
+                await _contribute(service, stored)
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
-        async for event in stream.events():
-            tp = event.message.tp
-            offset: int = event.message.offset
-            applied = marks.get(tp.partition, app.consumer_generation_id, book_offsets)
-            if offset > applied + 1:
-                missing = await gaps.read(tp.topic, tp.partition, applied + 1, offset)
-                service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
-                log.warning(
-                    "offset_gap_filled",
-                    partition=tp.partition,
-                    start=applied + 1,
-                    end=offset,
-                    records=len(missing),
-                )
-                for record in missing:
-                    await apply_one(record.key, record.value, record.offset)
-            await apply_one(event.key, event.value, offset)
-            marks.advance(tp.partition, offset)
+        settings = service.settings
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window):
+            batch: Batch[Any] = Batch()
+            for event in events:
+                tp = event.message.tp
+                offset: int = event.message.offset
+                applied = marks.get(tp.partition, app.consumer_generation_id, book_offsets)
+                if offset > applied + 1:
+                    await fill_gap(event, applied, batch)
+                await apply_all(((event.key, event.value, offset),), batch, event)
+                marks.advance(tp.partition, offset)
+            await flush(batch)
 
 
 async def _contribute(service: Service, book: Any) -> None:

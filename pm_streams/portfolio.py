@@ -45,6 +45,7 @@ from pm_streams.names import (
     PORTFOLIO_TOTALS_TABLE,
 )
 from pm_streams.topics import raw_topic
+from pm_streams.writes import on_behalf_of
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
@@ -592,38 +593,14 @@ class Portfolio:
     def register(self) -> None:
         service = self.service
         app = service.app
-        metrics = service.metrics
 
         @app.agent(self.topic, name="portfolio", concurrency=1)
         async def portfolio(stream: Any) -> None:
-            async for event in stream.events():
-                started = time.perf_counter()
-                new = Contribution.from_bytes(event.value)
-                old = self.contribution(new.asset)
-                decision = decide(
-                    self.totals(),
-                    old,
-                    new,
-                    offset=event.message.offset,
-                    now=service.clock.now(),
-                    max_exposure=self.max_exposure,
-                )
-                metrics.inc("pm_portfolio_changes_total", result=decision.kind)
-                if decision.totals is not None:
-                    self.totals_table[TOTALS_KEY] = decision.totals.to_bytes()
-                    self._record_history(decision.totals, event.message.timestamp)
-                if decision.write_contribution:
-                    self.contrib[new.asset] = event.value
-                if decision.totals is not None:
-                    metrics.set("pm_portfolio_total_exposure_usdt", float(decision.totals.exposure))
-                    metrics.observe(
-                        "pm_portfolio_visibility_seconds",
-                        max(0.0, time.time() - event.message.timestamp),
-                    )
-                    if decision.crossed_limit:
-                        await self._emit("portfolio_limit_exceeded", decision.totals)
-                    await self._maybe_emit(decision.totals)
-                metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
+            settings = service.settings
+            async for events in stream.take_events(
+                settings.batch_max, within=settings.batch_window
+            ):
+                await self._take(events)
 
         interval = service.settings.portfolio_event_interval
 
@@ -653,6 +630,53 @@ class Portfolio:
                 self._writer_wakeup.clear()
                 await self._write_windows()
 
+    async def _take(self, events: Iterable[Any]) -> None:
+        """Decide each contribution in order against in-memory totals, then write the
+        totals once and each changed contribution once (the changelog record is what
+        costs). A crash between those writes is repaired on replay (`decide`)."""
+        metrics = self.service.metrics
+        started = time.perf_counter()
+        totals = self.totals()
+        changed: dict[str, bytes] = {}
+        pending: dict[str, Contribution] = {}
+        latest: Totals | None = None
+        last: Any = None
+        for event in events:
+            last = event
+            new = Contribution.from_bytes(event.value)
+            old = pending.get(new.asset) or self.contribution(new.asset)
+            decision = decide(
+                totals,
+                old,
+                new,
+                offset=event.message.offset,
+                now=self.service.clock.now(),
+                max_exposure=self.max_exposure,
+            )
+            metrics.inc("pm_portfolio_changes_total", result=decision.kind)
+            if decision.write_contribution:
+                changed[new.asset] = event.value
+                pending[new.asset] = new
+            if decision.totals is None:
+                continue
+            totals = latest = decision.totals
+            with on_behalf_of(event):
+                self._record_history(totals, event.message.timestamp)
+            metrics.observe(
+                "pm_portfolio_visibility_seconds", max(0.0, time.time() - event.message.timestamp)
+            )
+            if decision.crossed_limit:
+                await self._emit("portfolio_limit_exceeded", totals)
+        with on_behalf_of(last):
+            if latest is not None:
+                self.totals_table[TOTALS_KEY] = latest.to_bytes()
+            for asset, raw in changed.items():
+                self.contrib[asset] = raw
+        if latest is not None:
+            metrics.set("pm_portfolio_total_exposure_usdt", float(latest.exposure))
+            await self._maybe_emit(latest)
+        metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
+
     def _record_history(self, totals: Totals, ts: float) -> None:
         """Write the windowed table at most once per `HISTORY_SAMPLE` s of event time per
         window (a changelog record per change would double the produce load); the
@@ -667,7 +691,7 @@ class Portfolio:
         last = self._history_last
         if last is None or last[0] != start or ts - last[1] >= HISTORY_SAMPLE:
             # Event time: the contribution message's timestamp (the change's time).
-            self.history[TOTALS_KEY] = totals.to_bytes()
+            self.history.relative_to(ts)[TOTALS_KEY] = totals.to_bytes()  # type: ignore[attr-defined]
             self._history_last = (start, ts)
             self._history_pending = None
         else:

@@ -76,6 +76,10 @@ class Settings:
     store: str = "memory://"
     session_timeout: float = 10.0
     instance_id: str | None = None
+    batch_max: int = 1000
+    """Most input events the positions agent applies before writing the table."""
+    batch_window: float = 0.005
+    """Longest wait (s) for a batch to fill: the latency added when the input is quiet."""
     # postgres
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
@@ -214,6 +218,8 @@ class _Reader:
             store=g(P + "STORE", _store, d.store),
             session_timeout=g(P + "SESSION_TIMEOUT", _positive_float, d.session_timeout),
             instance_id=g(P + "INSTANCE_ID", _name, None),
+            batch_max=g(P + "BATCH_MAX", _positive_int, d.batch_max),
+            batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),
             postgres_host=g("POSTGRES_HOST", str, d.postgres_host),
             postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),
             postgres_db=g("POSTGRES_DB", _name, d.postgres_db),

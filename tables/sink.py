@@ -72,6 +72,7 @@ def coalesce(books: Iterable[Book]) -> list[Position]:
 
 class PostgresSink(BatchConsumer):
     name = "sink"
+    linger_ms = 100  # the sink lag target is 1 s; Grafana reads no faster
 
     def __init__(
         self, settings: Settings, metrics: Metrics, clock: Clock, db: Database, **kwargs: Any
@@ -99,7 +100,12 @@ class PostgresSink(BatchConsumer):
         """One transaction per batch: newest version per leg, then the ledger rows."""
         if self.db.pool is None:
             raise ConnectionError("postgres pool not ready")
-        books = [book_from_bytes(r.value) for r in records if r.value is not None]
+        books = [
+            view
+            for r in records
+            if r.value is not None
+            for view in book_from_bytes(r.value).steps()
+        ]
         now = self.clock.now()
         rows = [position_row(p, now) for p in coalesce(books)]
         ledger = [row for book in books for row in ledger_rows(book)]

@@ -16,6 +16,7 @@ from pm_streams.domain.features import features, hedge_view
 from pm_streams.domain.model import (
     MODES,
     Book,
+    Change,
     Correction,
     Effect,
     EngineConfig,
@@ -41,6 +42,7 @@ __all__ = [
     "DECIMAL_CONTEXT",
     "MODES",
     "Book",
+    "Change",
     "Correction",
     "Effect",
     "EngineConfig",

@@ -15,6 +15,7 @@ import orjson
 
 from pm_streams.domain.model import (
     Book,
+    Change,
     Correction,
     Effect,
     Event,
@@ -29,7 +30,8 @@ from pm_streams.domain.model import (
     SnapshotTaken,
 )
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+READABLE_RECORD_VERSIONS = (1, RECORD_VERSION)
 _OPTS = orjson.OPT_UTC_Z
 
 Obj = dict[str, Any]
@@ -272,22 +274,30 @@ def _effect_from(o: Obj) -> Effect:
 
 def book_to_bytes(book: Book) -> bytes:
     """The table record of one asset."""
-    return orjson.dumps(
-        {
-            "v": RECORD_VERSION,
-            "asset": book.asset,
-            "legs": [_position_obj(p) for p in book.legs],
-            "fill_ids": book.fill_ids,
-            "last_offset": book.last_offset,
-            "effects": [_effect_obj(e) for e in book.effects],
-        },
-        option=_OPTS,
-    )
+    obj: Obj = {
+        "v": RECORD_VERSION,
+        "asset": book.asset,
+        "legs": [_position_obj(p) for p in book.legs],
+        "fill_ids": book.fill_ids,
+        "last_offset": book.last_offset,
+        "effects": [_effect_obj(e) for e in book.effects],
+    }
+    if book.changes:
+        obj["changes"] = [
+            {
+                "legs": [_position_obj(p) for p in c.legs],
+                "effects": [_effect_obj(e) for e in c.effects],
+                "offset": c.offset,
+            }
+            for c in book.changes
+        ]
+    return orjson.dumps(obj, option=_OPTS)
 
 
 def book_from_bytes(data: bytes) -> Book:
+    """Decode a record of version 1 (one change) or 2 (may fold earlier `changes`)."""
     o = orjson.loads(data)
-    if not isinstance(o, dict) or o.get("v") != RECORD_VERSION:
+    if not isinstance(o, dict) or o.get("v") not in READABLE_RECORD_VERSIONS:
         raise ValueError("not a position book record of a known version")
     return Book(
         asset=o["asset"],
@@ -295,6 +305,14 @@ def book_from_bytes(data: bytes) -> Book:
         fill_ids=tuple(o["fill_ids"]),
         last_offset=o["last_offset"],
         effects=tuple(_effect_from(e) for e in o["effects"]),
+        changes=tuple(
+            Change(
+                tuple(_position_from(p) for p in c["legs"]),
+                tuple(_effect_from(e) for e in c["effects"]),
+                c["offset"],
+            )
+            for c in o.get("changes", ())
+        ),
     )
 
 

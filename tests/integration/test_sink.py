@@ -143,7 +143,8 @@ async def test_postgres_restart_mid_stream_catches_up_with_nothing_lost() -> Non
         expected_fills = {
             (e.fill.asset, e.fill.mode, e.fill.fill_id)
             for b in written
-            for e in b.effects
+            for view in b.steps()
+            for e in view.effects
             if isinstance(e, LedgerEntry)
         }
         got = {
