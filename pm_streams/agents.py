@@ -69,11 +69,13 @@ def register(service: Service) -> None:
         for asset, payload, offset in records:
             error = apply_one(asset, payload, offset, batch, origin)
             if error is not None:
+                flush(batch)  # before any await: see `flush`
                 await _dead_letter(service, asset, payload, error)
 
     async def fill_gap(event: Any, applied: int, batch: Batch[Any]) -> None:
         """Apply the records between the watermark and `event` that Faust skipped."""
         tp, offset = event.message.tp, event.message.offset
+        flush(batch)  # before any await: see `flush`
         missing = await gaps.read(tp.topic, tp.partition, applied + 1, offset)
         service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
         log.warning(
@@ -85,14 +87,20 @@ def register(service: Service) -> None:
         )
         await apply_all(((r.key, r.value, r.offset) for r in missing), batch, event)
 
-    async def flush(batch: Batch[Any]) -> None:
-        """Write each changed asset once, then send the contributions of the batch."""
+    def flush(batch: Batch[Any]) -> None:
+        """Write each changed asset once, then queue the contributions of the batch.
+
+        Synchronous on purpose: `take_events` acks a batch's events when the agent
+        leaves the batch, also when it is cancelled at an `await` (a stop, a rebalance),
+        so every applied event must be in the table (and its contribution queued on the
+        same producer buffer, after the table record) before anything is awaited."""
         for book, origin in batch.drain():
             write(book, origin)
         for asset in batch.touched:
             stored = cache.decode(asset, table.get(asset))
             if stored is not None:
-                await _contribute(service, stored)
+                _contribute(service, stored)
+        batch.touched.clear()
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
@@ -107,17 +115,19 @@ def register(service: Service) -> None:
                     await fill_gap(event, applied, batch)
                 await apply_all(((event.key, event.value, offset),), batch, event)
                 marks.advance(tp.partition, offset)
-            await flush(batch)
+            flush(batch)
 
 
-async def _contribute(service: Service, book: Any) -> None:
-    """Send the asset's contribution to the portfolio (SPEC §5), event-timed."""
+def _contribute(service: Service, book: Any) -> None:
+    """Queue the asset's contribution to the portfolio (SPEC §5), event-timed.
+
+    `send_soon`: onto the producer buffer that also carries the table's changelog, so
+    it goes out right after the record it describes, without an await; a replay
+    re-sends it and the portfolio ignores versions it has."""
     from pm_streams.portfolio import contribution
 
     c = contribution(book)
-    # force: send now, not as a Faust "attachment" held back until the next offset
-    # commit (seconds); a replay re-sends it and the portfolio ignores known versions.
-    await service.portfolio.topic.send(
+    service.portfolio.topic.send_soon(
         key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp(), force=True
     )
 

@@ -633,7 +633,8 @@ class Portfolio:
     async def _take(self, events: Iterable[Any]) -> None:
         """Decide each contribution in order against in-memory totals, then write the
         totals once and each changed contribution once (the changelog record is what
-        costs). A crash between those writes is repaired on replay (`decide`)."""
+        costs), then emit events. A crash between those writes is repaired on replay
+        (`decide`)."""
         metrics = self.service.metrics
         started = time.perf_counter()
         totals = self.totals()
@@ -641,6 +642,7 @@ class Portfolio:
         pending: dict[str, Contribution] = {}
         latest: Totals | None = None
         last: Any = None
+        crossings: list[Totals] = []
         for event in events:
             last = event
             new = Contribution.from_bytes(event.value)
@@ -666,12 +668,16 @@ class Portfolio:
                 "pm_portfolio_visibility_seconds", max(0.0, time.time() - event.message.timestamp)
             )
             if decision.crossed_limit:
-                await self._emit("portfolio_limit_exceeded", totals)
+                crossings.append(totals)
         with on_behalf_of(last):
             if latest is not None:
                 self.totals_table[TOTALS_KEY] = latest.to_bytes()
             for asset, raw in changed.items():
                 self.contrib[asset] = raw
+        # Only now await anything: `take_events` acks the batch however the agent leaves
+        # it, so the tables must hold every decision first.
+        for crossed in crossings:
+            await self._emit("portfolio_limit_exceeded", crossed)
         if latest is not None:
             metrics.set("pm_portfolio_total_exposure_usdt", float(latest.exposure))
             await self._maybe_emit(latest)
