@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pm_streams.domain import Book, ScheduleValidation, book_to_bytes
 from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
+from pm_streams.portfolio import contribution
 from pm_streams.processing import Batch, step
 from pm_streams.writes import on_behalf_of
 
@@ -57,7 +58,7 @@ def register(service: Service) -> None:
                 write(*full)
             _schedule_validations(service, result.book)
         elif result.kind == "replay":
-            batch.replayed(asset, origin)
+            batch.replayed(asset)
         _report(service, asset, result.kind, result.notes, result.trace_id)
         service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
         return None
@@ -94,13 +95,13 @@ def register(service: Service) -> None:
         leaves the batch, also when it is cancelled at an `await` (a stop, a rebalance),
         so every applied event must be in the table (and its contribution queued on the
         same producer buffer, after the table record) before anything is awaited."""
-        for book, origin in batch.drain():
+        books, touched = batch.drain()
+        for book, origin in books:
             write(book, origin)
-        for asset in batch.touched:
+        for asset in touched:
             stored = cache.decode(asset, table.get(asset))
             if stored is not None:
                 _contribute(service, stored)
-        batch.touched.clear()
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
@@ -124,8 +125,6 @@ def _contribute(service: Service, book: Any) -> None:
     `send_soon`: onto the producer buffer that also carries the table's changelog, so
     it goes out right after the record it describes, without an await; a replay
     re-sends it and the portfolio ignores versions it has."""
-    from pm_streams.portfolio import contribution
-
     c = contribution(book)
     service.portfolio.topic.send_soon(
         key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp(), force=True

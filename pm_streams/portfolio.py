@@ -638,15 +638,15 @@ class Portfolio:
         metrics = self.service.metrics
         started = time.perf_counter()
         totals = self.totals()
-        changed: dict[str, bytes] = {}
-        pending: dict[str, Contribution] = {}
+        pending: dict[str, tuple[Contribution, bytes]] = {}
         latest: Totals | None = None
         last: Any = None
         crossings: list[Totals] = []
         for event in events:
             last = event
             new = Contribution.from_bytes(event.value)
-            old = pending.get(new.asset) or self.contribution(new.asset)
+            hit = pending.get(new.asset)
+            old = hit[0] if hit is not None else self.contribution(new.asset)
             decision = decide(
                 totals,
                 old,
@@ -657,8 +657,7 @@ class Portfolio:
             )
             metrics.inc("pm_portfolio_changes_total", result=decision.kind)
             if decision.write_contribution:
-                changed[new.asset] = event.value
-                pending[new.asset] = new
+                pending[new.asset] = (new, event.value)
             if decision.totals is None:
                 continue
             totals = latest = decision.totals
@@ -672,7 +671,7 @@ class Portfolio:
         with on_behalf_of(last):
             if latest is not None:
                 self.totals_table[TOTALS_KEY] = latest.to_bytes()
-            for asset, raw in changed.items():
+            for asset, (_c, raw) in pending.items():
                 self.contrib[asset] = raw
         # Only now await anything: `take_events` acks the batch however the agent leaves
         # it, so the tables must hold every decision first.

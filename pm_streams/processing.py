@@ -110,7 +110,7 @@ class Batch(Generic[Origin]):
             raise ValueError("max_changes must be at least 1")
         self.max_changes = max_changes
         self._books: dict[str, tuple[Book, Origin]] = {}
-        self.touched: dict[str, Origin] = {}
+        self._touched: dict[str, None] = {}
         """Assets whose contribution to send after the batch (changed or replayed)."""
 
     def get(self, asset: str) -> Book | None:
@@ -122,7 +122,7 @@ class Batch(Generic[Origin]):
         """Take `book`, the result of applying an event to `get(book.asset)` (or to the
         stored book when that is None). Returns a full record to write now, or None."""
         asset = book.asset
-        self.touched[asset] = origin
+        self._touched[asset] = None
         hit = self._books.get(asset)
         if hit is None:
             self._books[asset] = (book, origin)
@@ -134,13 +134,15 @@ class Batch(Generic[Origin]):
         self._books[asset] = (book.folded_after(earlier), origin)
         return None
 
-    def replayed(self, asset: str, origin: Origin) -> None:
+    def replayed(self, asset: str) -> None:
         """A replayed event: re-send the asset's contribution (the send after the
         original write may have been lost in a crash)."""
-        self.touched[asset] = origin
+        self._touched[asset] = None
 
-    def drain(self) -> list[tuple[Book, Origin]]:
-        """The books to write, one per asset, with their origins; forgets them."""
-        out = list(self._books.values())
+    def drain(self) -> tuple[list[tuple[Book, Origin]], list[str]]:
+        """The books to write (one per asset, with their origins) and the assets whose
+        contribution to send, in order; forgets both."""
+        books, touched = list(self._books.values()), list(self._touched)
         self._books.clear()
-        return out
+        self._touched.clear()
+        return books, touched

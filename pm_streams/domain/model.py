@@ -6,7 +6,7 @@ Timestamps are timezone-aware (UTC) `datetime`s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeAlias
@@ -232,10 +232,7 @@ class Book:
         if not self.changes:
             return (self,)
         earlier = tuple(Book(self.asset, c.legs, (), c.offset, c.effects) for c in self.changes)
-        return (
-            *earlier,
-            Book(self.asset, self.legs, self.fill_ids, self.last_offset, self.effects),
-        )
+        return (*earlier, replace(self, changes=()))
 
     def folded_after(self, earlier: Book) -> Book:
         """This book carrying `earlier` (and its own folded changes) before it: one record

@@ -74,7 +74,7 @@ def batched(
                 full = batch.put(r.book, None)
                 if full is not None:
                     write(full[0])
-        for book, _origin in batch.drain():
+        for book, _origin in batch.drain()[0]:
             write(book)
     return table, written
 
@@ -158,13 +158,14 @@ def test_put_hands_back_a_full_record_and_keeps_order() -> None:
 
 def test_touched_lists_changed_and_replayed_assets() -> None:
     batch: Batch[str] = Batch()
-    assert batch.drain() == []
-    batch.replayed("ETHUSDT", "e1")
+    assert batch.drain() == ([], [])
+    batch.replayed("ETHUSDT")
     r = step(None, event_to_bytes(fill("1", "100")), 0, NOW, CFG)
     assert r.book is not None
     assert batch.put(r.book, "e2") is None
-    assert list(batch.touched) == ["ETHUSDT", "BTCUSDT"]
-    assert [origin for _book, origin in batch.drain()] == ["e2"]
+    books, touched = batch.drain()
+    assert touched == ["ETHUSDT", "BTCUSDT"]
+    assert [origin for _book, origin in books] == ["e2"]
 
 
 def test_batch_rejects_a_zero_bound() -> None:
