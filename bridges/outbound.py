@@ -56,7 +56,8 @@ class Republisher(BatchConsumer):
     async def on_close(self) -> None:
         if self.connection is not None and not self.connection.is_closed:
             try:
-                await self.connection.close()
+                async with asyncio.timeout(5):  # a half-dead connection may never answer
+                    await self.connection.close()
             except Exception as exc:
                 log.debug("close_failed", error=repr(exc))
         self.connection = self.channel = None

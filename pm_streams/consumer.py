@@ -23,6 +23,19 @@ from pm_streams.settings import Settings
 log = get_logger("pm_streams.consumer")
 
 
+async def rewind(consumer: AIOKafkaConsumer) -> None:
+    """Seek every assigned partition back to its committed offset, so a failed batch
+    is read again. A partition this group never committed goes back to its beginning
+    (the group's `auto_offset_reset`); aiokafka's `seek_to_committed` would leave it
+    where it is, after the failed batch, and those records would never be handled."""
+    for tp in consumer.assignment():
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
 class BatchConsumer(Service):
     name = "consumer"
     max_records = 1000
@@ -97,13 +110,23 @@ class BatchConsumer(Service):
                 await self.on_close()
                 if self.consumer is not None:
                     try:
-                        await self.consumer.seek_to_committed()
+                        await rewind(self.consumer)
                     except Exception as seek_exc:
+                        # Unrewound, the consumer must not go on past the failed batch.
                         log.warning(f"{self.name}_seek_failed", error=repr(seek_exc))
+                        await self._drop_consumer()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             else:
                 delay = 0.5
+
+    async def _drop_consumer(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as exc:
+                log.debug(f"{self.name}_stop_failed", error=repr(exc))
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         while not self.should_stop:

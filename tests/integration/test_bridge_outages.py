@@ -55,7 +55,14 @@ async def _assert_applied_once_and_delivered(
                 return
             await asyncio.sleep(0.5)
 
-    await asyncio.wait_for(both(), timeout=90)
+    try:
+        await asyncio.wait_for(both(), timeout=90)
+    except TimeoutError:
+        seen = {(m.body["asset"], m.body["version"]) for m in got}
+        missing = sorted(want - seen)
+        raise AssertionError(
+            f"{len(missing)} outputs never arrived, first {missing[:10]}\n{worker.tail(120)}"
+        ) from None
     # Redelivered outputs carry the same event id: distinct ids == applied versions.
     ids = {m.body["event_id"] for m in got}
     per_version = {(m.body["asset"], m.body["version"]) for m in got}
