@@ -1,7 +1,8 @@
 """The positions agent through real Kafka, in a real `pm-streams worker` subprocess.
 
     .venv/bin/python bench/bench_agent.py [--events 50000] [--rate 500] [--seconds 10]
-        [--partitions 8] [--profile SECONDS] [--agent-only | --floor] [--env NAME=VALUE]
+        [--partitions 8] [--profile SECONDS] [--agent-only | --floor | --separate-outputs]
+        [--env NAME=VALUE]
 
 A fresh app id (its own topics, Postgres schema, queues); the event mix of
 `bench_apply.make_events` (60% fills, 25% exchange pushes of which half are no-op
@@ -12,6 +13,9 @@ runs as in production, on the same 2 cores as the broker and this script.
 `--agent-only`: the same app (positions + portfolio agents, tables, web) without
 `Service.services`. `--floor`: a bare Faust agent that only writes the table and the
 watermark per event: what Faust + aiokafka cost per event before any of our code.
+`--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
+`pm-streams outputs` process beside it (the sink and republisher under their own GIL);
+the outputs' catch-up time and CPU are printed too.
 `--env PRODUCER_LINGER=0.005` passes Faust settings (or ours) to the worker.
 
 Prints
@@ -31,7 +35,8 @@ Prints
      to its producer, i.e. when the in-memory table (what the API answers from)
      changed; a producer linger is not in it. Target p99 <= 20 ms.
   3. with --profile S: `py-spy record --gil` of the worker for S seconds during a second
-     backlog, written to var/bench/agent-profile.{raw,txt} (top functions).
+     backlog, written to var/bench/agent-profile.{raw,txt} (top functions); with
+     --separate-outputs also of the outputs process, var/bench/outputs-profile.*.
 """
 
 from __future__ import annotations
@@ -291,6 +296,31 @@ async def wait_processed(worker: WorkerProcess, total: int, timeout: float) -> t
     raise SystemExit(f"worker processed fewer than {total} events in {timeout}s")
 
 
+def counter(text: str, name: str, **labels: str) -> int:
+    """Sum of a Prometheus counter's samples with these labels in /metrics text."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name) and want in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def wait_outputs(outputs: WorkerProcess, sink: int, republisher: int) -> float:
+    """Poll the outputs process until its sink and republisher handled that many
+    records; return the wall time then."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status, body = await outputs.get("/metrics")
+        if status == 200 and isinstance(body, str):
+            got_sink = counter(body, "pm_consumer_records_total", consumer="sink")
+            got_rep = counter(body, "pm_consumer_records_total", consumer="republisher")
+            if got_sink >= sink and got_rep >= republisher:
+                return time.time()
+        await asyncio.sleep(0.05)
+    raise SystemExit("outputs did not catch up in 600 s")
+
+
 async def wait_watermarks(
     marks: Tail, want: dict[int, int], timeout: float
 ) -> tuple[list[int], dict[tuple[int, int], int]]:
@@ -394,6 +424,8 @@ async def run(args: argparse.Namespace) -> None:
             **dict(kv.split("=", 1) for kv in args.env),
         },
     )
+    if args.separate_outputs:
+        deployment.extra_env["POSITION_MANAGER_OUTPUTS"] = "separate"
     port = free_port()
     settings = Settings.from_env(deployment.env(port))
     names = settings.kafka
@@ -414,6 +446,7 @@ async def run(args: argparse.Namespace) -> None:
     elif args.agent_only:
         kind = AgentOnlyWorker
     worker = kind(deployment, port=port)
+    outputs = WorkerProcess(deployment, command="outputs") if args.separate_outputs else None
     marks = Tail(settings.kafka_bootstrap, names.changelog(WATERMARKS_TABLE))
     changes = Tail(settings.kafka_bootstrap, names.positions_changelog)
     try:
@@ -425,6 +458,11 @@ async def run(args: argparse.Namespace) -> None:
         )
 
         # ---------------------------------------------------------------- 1. throughput
+        if outputs is not None:
+            outputs.start()
+            await outputs.wait_healthy(timeout=120)
+            assert outputs.proc is not None
+            out_cpu0 = cpu_seconds(outputs.proc.pid)
         worker.start()
         assert worker.proc is not None
         pid = worker.proc.pid
@@ -460,6 +498,21 @@ async def run(args: argparse.Namespace) -> None:
         )
 
         written = await records_per_topic(settings.kafka_bootstrap, settings.app_id)
+        if outputs is not None:
+            assert outputs.proc is not None
+            key = names.positions_changelog.removeprefix(settings.app_id).lstrip(".-")
+            out_key = names.outbox_topic.removeprefix(settings.app_id).lstrip(".-")
+            caught_up = await wait_outputs(
+                outputs, written[key], written[key] + written.get(out_key, 0)
+            )
+            await wait_idle(outputs.proc.pid)
+            out_cpu = cpu_seconds(outputs.proc.pid) - out_cpu0
+            print(
+                f"  outputs process (sink + republisher) caught up "
+                f"{caught_up - last_ms / 1000:.2f} s after the last event was applied; "
+                f"its CPU {out_cpu:.1f} s = {1e6 * out_cpu / len(backlog):,.0f} µs/event; "
+                f"worker + outputs {1e6 * (cpu + out_cpu) / len(backlog):,.0f} µs/event"
+            )
         inputs = written.pop(names.input_topic.removeprefix(settings.app_id).lstrip(".-"), 0)
         print(
             f"  Kafka records written per input event: {sum(written.values()) / inputs:.2f} ("
@@ -509,6 +562,10 @@ async def run(args: argparse.Namespace) -> None:
             assert worker.proc is not None
             out = ROOT / "var/bench/agent-profile.raw"
             spy = profile(worker.proc.pid, args.profile, out)
+            out_spy = None
+            if outputs is not None and outputs.proc is not None:
+                out_raw = ROOT / "var/bench/outputs-profile.raw"
+                out_spy = profile(outputs.proc.pid, args.profile, out_raw)
             await asyncio.sleep(1.0)
             last3 = await produce_backlog(producer, names.input_topic, second)
             if args.floor:
@@ -520,12 +577,18 @@ async def run(args: argparse.Namespace) -> None:
             (ROOT / "var/bench/agent-profile.txt").write_text(text)
             print(f"profile (py-spy, {args.profile} s during a second backlog):")
             print("\n".join("  " + line for line in text.splitlines()))
+            if out_spy is not None:
+                out_spy.wait(timeout=args.profile + 60)
+                text = top_frames(out_raw)
+                (ROOT / "var/bench/outputs-profile.txt").write_text(text)
+                print("profile of the outputs process: var/bench/outputs-profile.txt")
     finally:
         await marks.stop()
         await changes.stop()
         await producer.stop()
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.stop()
+        for proc in (worker, outputs):
+            if proc is not None and proc.proc is not None and proc.proc.poll() is None:
+                proc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -545,6 +608,11 @@ def main() -> None:
         "--floor",
         action="store_true",
         help="a bare Faust agent (table write + watermark per event) instead of the worker",
+    )
+    parser.add_argument(
+        "--separate-outputs",
+        action="store_true",
+        help="POSITION_MANAGER_OUTPUTS=separate and a `pm-streams outputs` process",
     )
     parser.add_argument("--serve-agent-only", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)

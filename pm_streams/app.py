@@ -58,7 +58,8 @@ class Service:
         extra = tuple(s for s in (self.snapshots, self.validator, self.prices) if s is not None)
         if self.metrics_writer is not None:
             extra = (*extra, self.metrics_writer)
-        return (self.db, self.bridge, self.sink, self.republisher, *extra)
+        outputs = (self.sink, self.republisher) if self.settings.outputs == "worker" else ()
+        return (self.db, self.bridge, *outputs, *extra)
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -1,4 +1,5 @@
-"""`pm-streams worker [--web-port N]` and `pm-streams migrate` (SPEC §10a).
+"""`pm-streams worker [--web-port N]`, `pm-streams outputs [--web-port N]` and
+`pm-streams migrate` (SPEC §10a).
 
 Exit codes: 0 clean stop, 2 bad configuration, 1 anything else; the reason is one
 line on stderr.
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+import mode
 
 from pm_streams import logs
 from pm_streams.settings import Settings, SettingsError
@@ -33,11 +35,28 @@ class Worker(faust.Worker):
         logs.configure(self._pm_log_level)
 
 
+class ServiceWorker(mode.Worker):
+    """mode's worker (signals, clean stop) for services without a Faust app."""
+
+    def __init__(self, *args: Any, log_level: str, **kwargs: Any) -> None:
+        self._pm_log_level = log_level
+        super().__init__(*args, **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        logs.configure(self._pm_log_level)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm-streams", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run one worker: agents, tables, web API, bridges")
     worker.add_argument("--web-port", type=int, help="override POSITION_MANAGER_PORT")
+    outputs = sub.add_parser(
+        "outputs",
+        help="run the Postgres sink and the RabbitMQ republisher in their own process "
+        "(for workers started with POSITION_MANAGER_OUTPUTS=separate)",
+    )
+    outputs.add_argument("--web-port", type=int, help="port of /health and /metrics")
     sub.add_parser("migrate", help="apply the Postgres migrations and exit")
     return parser
 
@@ -60,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     if args.command == "migrate":
         return migrate(settings)
+    if args.command == "outputs":
+        return outputs(settings)
     return worker(settings)
 
 
@@ -105,6 +126,24 @@ def worker(settings: Settings) -> int:
     )
 
 
+def outputs(settings: Settings) -> int:
+    from pm_streams.outputs import build_outputs
+
+    try:
+        loop = prepared_loop(settings)
+    except Exception as exc:
+        return _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+    built = build_outputs(settings)
+    logs.get_logger("pm_streams.cli").info(
+        "outputs_starting", app_id=settings.app_id, health=f"{settings.canonical_url}/health"
+    )
+    runner = ServiceWorker(
+        *built.services, loop=loop, quiet=True, loglevel=settings.log_level,
+        log_level=settings.log_level,
+    )  # fmt: skip
+    return _execute(runner)
+
+
 def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:
     """The worker's event loop, after the data dir and the Kafka topics exist."""
     from pm_streams.topics import ensure_topics
@@ -133,6 +172,10 @@ def run(
         log_level=log_level,
         workdir=workdir,
     )
+    return _execute(runner)
+
+
+def _execute(runner: mode.Worker) -> int:
     try:
         runner.execute_from_commandline()
     except SystemExit as exc:

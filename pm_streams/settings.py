@@ -80,6 +80,9 @@ class Settings:
     """Most input events the positions agent applies before writing the table."""
     batch_window: float = 0.005
     """Longest wait (s) for a batch to fill: the latency added when the input is quiet."""
+    outputs: str = "worker"
+    """Where the Postgres sink and the RabbitMQ republisher run: "worker" (inside every
+    worker, SPEC §10a) or "separate" (workers leave them to `pm-streams outputs`)."""
     # postgres
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
@@ -220,6 +223,7 @@ class _Reader:
             instance_id=g(P + "INSTANCE_ID", _name, None),
             batch_max=g(P + "BATCH_MAX", _positive_int, d.batch_max),
             batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),
+            outputs=g(P + "OUTPUTS", _outputs, d.outputs),
             postgres_host=g("POSTGRES_HOST", str, d.postgres_host),
             postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),
             postgres_db=g("POSTGRES_DB", _name, d.postgres_db),
@@ -344,6 +348,12 @@ def _http_url(raw: str) -> str:
 def _store(raw: str) -> str:
     if raw not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb://")
+    return raw
+
+
+def _outputs(raw: str) -> str:
+    if raw not in {"worker", "separate"}:
+        raise ValueError("must be worker or separate")
     return raw
 
 

@@ -90,11 +90,16 @@ class Deployment:
 
 
 class WorkerProcess:
-    def __init__(self, deployment: Deployment, port: int | None = None) -> None:
+    """`pm-streams worker` (or another command with /health, e.g. `outputs`)."""
+
+    def __init__(
+        self, deployment: Deployment, port: int | None = None, command: str = "worker"
+    ) -> None:
         self.deployment = deployment
         self.port = port or free_port()
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = deployment.tmp / f"worker-{self.port}.log"
+        self.log_path = deployment.tmp / f"{command}-{self.port}.log"
 
     @property
     def url(self) -> str:
@@ -103,7 +108,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pm_streams.cli", "worker", "--web-port", str(self.port)],
+            [sys.executable, "-m", "pm_streams.cli", self.command, "--web-port", str(self.port)],
             cwd=ROOT,
             env=self.deployment.env(self.port),
             stdout=log,
