@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--positions 1000] [--seconds 5] [--connections 16]
                                         [--rate 500] [--visibility-seconds 10]
+                                        [--separate-outputs] [--env NAME=VALUE]
 
 Prints:
   1. at N open positions (default 1,000), `GET /api/v1/positions/{asset}` (rotating over
@@ -14,6 +15,9 @@ Prints:
      publish (end to end, bridge included) and from the input record's Kafka timestamp
      (bridge excluded), to the portfolio totals record that includes it (its changelog
      record's timestamp). p50 / p99 / max. Target p99 <= 50 ms.
+
+`--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
+`pm-streams outputs` process (sink + republisher) beside it.
 """
 
 from __future__ import annotations
@@ -338,6 +342,10 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--visibility-seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=("api", "visibility"), default=None)
+    parser.add_argument("--separate-outputs", action="store_true")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_api: needs wrk (apt-get install wrk)")
@@ -347,8 +355,13 @@ async def main() -> None:
         extra_env={
             "POSITION_MANAGER_LOG_LEVEL": "WARNING",
             "POSITION_MANAGER_RATE_LIMIT_DEFAULT": "100000000",
+            **dict(kv.split("=", 1) for kv in args.env),
         },
     )
+    outputs = None
+    if args.separate_outputs:
+        deployment.extra_env["POSITION_MANAGER_OUTPUTS"] = "separate"
+        outputs = WorkerProcess(deployment, command="outputs").start()
     worker = WorkerProcess(deployment).start()
     try:
         # Kafka and the partitions are what this bench needs (it produces to Kafka itself).
@@ -382,6 +395,8 @@ async def main() -> None:
                 print(f"     {name:<34} {1000 * total / max(count, 1):8.2f}  (n={count:.0f})")
     finally:
         worker.ensure_stopped()
+        if outputs is not None:
+            outputs.ensure_stopped()
         if not os.environ.get("BENCH_VERBOSE"):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
