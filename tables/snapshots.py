@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -65,6 +64,12 @@ class Unavailable(Exception):
     """Postgres (or Kafka) is needed for the answer and is not reachable."""
 
 
+STORED_EXPOSURE = """
+SELECT COALESCE(SUM(ABS(size * COALESCE(current_price, average_entry_price))), 0)
+FROM positions WHERE size <> 0
+"""
+
+
 def snapshot_event(snapshot: dict[str, Any], trace_id: str) -> dict[str, Any]:
     """`position_snapshot_created` (§8): the snapshot's fields flattened, plus `snapshot_data`."""
     data = snapshot["snapshot_data"]
@@ -95,7 +100,6 @@ class Snapshots(Service):
         db: Database,
         live: LivePositions,
         outbox_topic: Any,
-        exposure: Callable[[], Decimal] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,7 +109,6 @@ class Snapshots(Service):
         self.db = db
         self.live = live
         self.outbox_topic = outbox_topic
-        self.exposure = exposure or (lambda: Decimal(0))
 
     # ------------------------------------------------------------------ on demand
 
@@ -114,12 +117,31 @@ class Snapshots(Service):
             raise Unavailable("postgres is not reachable")
         return self.db.pool
 
-    async def take(self, leg: Position, trace_id: str | None = None) -> dict[str, Any]:
-        """Snapshot the live `leg` (call on the owning worker); return the snapshot."""
+    async def stored_exposure(self) -> Decimal:
+        """Total exposure of the open positions Postgres holds (valued as SPEC §5).
+
+        Periodic snapshots run on every worker for the assets it owns, while the live
+        totals live on the portfolio's owner; the stored positions are the sink's
+        copy, behind the live state by the sink's lag (~0.1 s), and the same for every
+        worker of a round."""
+        pool = self._pool()
+        try:
+            async with asyncio.timeout(10):
+                value = await pool.fetchval(STORED_EXPOSURE)
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"postgres: {exc!r}") from exc
+        return Decimal(value)
+
+    async def take(
+        self, leg: Position, trace_id: str | None = None, *, exposure: Decimal
+    ) -> dict[str, Any]:
+        """Snapshot the live `leg` (call on the owning worker); return the snapshot.
+
+        `exposure` is the portfolio's total exposure for `position_size_norm`."""
         trace_id = trace_id or new_trace_id()
         pool = self._pool()
         now = self.clock.now()
-        data = position_to_dict(leg, features=features(leg, now, self.exposure()))
+        data = position_to_dict(leg, features=features(leg, now, exposure))
         snapshot_id = str(uuid.uuid4())
         raw = orjson.dumps(data)
         try:
@@ -220,13 +242,19 @@ class Snapshots(Service):
             if self.db.pool is None:
                 continue
             now = self.clock.now()
-            for leg in list(self.live.owned_open_legs()):
+            due = [leg for leg in self.live.owned_open_legs() if self.due(leg, now)]
+            if not due:
+                continue
+            try:
+                exposure = await self.stored_exposure()
+            except Unavailable as exc:
+                log.warning("periodic_snapshot_failed", error=repr(exc))
+                continue
+            for leg in due:
                 if self.should_stop:
                     return
-                if not self.due(leg, now):
-                    continue
                 try:
-                    await self.take(leg)
+                    await self.take(leg, exposure=exposure)
                 except Exception as exc:
                     log.warning(
                         "periodic_snapshot_failed", asset=leg.asset, mode=leg.mode, error=repr(exc)

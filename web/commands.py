@@ -7,6 +7,8 @@ asset's partition). GET snapshots reads Postgres and is answered by any worker.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -26,8 +28,14 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-def register(service: Service, web_app: web.Application, router: Router) -> None:
-    commands = Commands(service, router)
+def register(
+    service: Service,
+    web_app: web.Application,
+    router: Router,
+    total_exposure: Callable[[web.Request], Awaitable[Decimal]],
+) -> None:
+    """`total_exposure`: the live portfolio total (asked of its owner), for snapshots."""
+    commands = Commands(service, router, total_exposure)
     web_app.router.add_post("/api/v1/positions/{asset}/validate", commands.validate)
     web_app.router.add_post("/api/v1/positions/{asset}/snapshot", commands.snapshot)
     web_app.router.add_get("/api/v1/positions/{asset}/snapshots", commands.snapshots)
@@ -70,9 +78,15 @@ def _trace(request: web.Request) -> str:
 
 
 class Commands:
-    def __init__(self, service: Service, router: Router) -> None:
+    def __init__(
+        self,
+        service: Service,
+        router: Router,
+        total_exposure: Callable[[web.Request], Awaitable[Decimal]],
+    ) -> None:
         self.service = service
         self.router = router
+        self.total_exposure = total_exposure
 
     def _asset(self, request: web.Request) -> str:
         from web.routes import parse_asset
@@ -105,7 +119,8 @@ class Commands:
         if leg is None:
             raise ApiError(404, "not_found", f"no {mode} position for {asset}")
         try:
-            snapshot = await self.service.snapshots.take(leg, _trace(request))
+            exposure = await self.total_exposure(request)
+            snapshot = await self.service.snapshots.take(leg, _trace(request), exposure=exposure)
         except (Unavailable, TimeoutError) as exc:
             raise ApiError(503, "unavailable", str(exc) or "dependency timed out") from None
         return json_response(snapshot, 201)

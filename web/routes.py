@@ -106,7 +106,9 @@ def register(service: Service) -> None:
     web_app.router.add_get("/api/v1/portfolio/exposure", handlers.exposure)
     web_app.router.add_get("/api/v1/portfolio/pnl", handlers.pnl)
     web_app.router.add_get("/api/v1/portfolio/history", handlers.history)
-    commands.register(service, web_app, handlers.router)  # validate, snapshot(s): web/commands.py
+    commands.register(
+        service, web_app, handlers.router, handlers.total_exposure
+    )  # validate, snapshot(s): web/commands.py
     web_app.on_cleanup.append(lambda _app: handlers.router.close())
 
 

@@ -363,9 +363,13 @@ async def test_tc014_tc015_tc021_commands_through_the_api(
     assert isinstance(result["discrepancies"], list)
     ids = []
     for _ in range(2):
+        _, live, _ = await request(worker, "/api/v1/positions/BTCUSDT")
         status, snap, _ = await request(worker, "/api/v1/positions/BTCUSDT/snapshot", method="POST")
         assert status == 201, snap
         assert snap["snapshot_data"]["size"] == "1.0"
+        # The ML feature with the live total exposure, as the position route answers it.
+        norm = snap["snapshot_data"]["position_size_norm"]
+        assert D(norm) > 0 and norm == live["position_size_norm"]
         ids.append(snap["id"])
     status, page, _ = await request(worker, "/api/v1/positions/BTCUSDT/snapshots")
     assert status == 200

@@ -4,8 +4,10 @@ duplicates across two workers), paging and events with real worker subprocesses.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -14,7 +16,7 @@ import pytest
 
 from pm_streams.clock import SystemClock
 from tables.snapshots import INSERT_SNAPSHOT, Snapshots
-from tests.integration.test_sink_helpers import rig
+from tests.integration.test_sink_helpers import random_events, rig, run_books
 from tests.support.rabbit import fill
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, drain, publish
 
@@ -38,6 +40,36 @@ async def post(worker: WorkerProcess, path: str, **params: str) -> tuple[int, An
         if status != 503 or time.monotonic() > deadline:
             return status, body
         await asyncio.sleep(0.5)
+
+
+async def test_periodic_rounds_value_exposure_from_the_stored_positions() -> None:
+    """`position_size_norm` of periodic snapshots: the total exposure of the positions
+    the sink stored (SPEC §5 valuation: mark price, else entry price)."""
+    written, final = run_books(random_events(random.Random(5), 600, ["AAAUSDT", "BBBUSDT"]))
+    want_rows = {(leg.asset, leg.mode): leg.version for b in final.values() for leg in b.legs}
+    expected = sum(
+        (
+            abs(leg.size * (leg.current_price or leg.average_entry_price))
+            for b in final.values()
+            for leg in b.legs
+            if leg.size != 0
+        ),
+        Decimal(0),
+    )
+    async with rig() as r:
+        assert r.db is not None
+        snapshots = Snapshots(r.settings, r.metrics, SystemClock(), r.db, None, None)  # type: ignore[arg-type]
+        assert await snapshots.stored_exposure() == 0
+        await r.produce(written)
+        await r.sink()
+
+        async def caught_up() -> bool | dict[tuple[str, str], int]:
+            got = await r.versions()
+            return True if got == want_rows else got
+
+        await r.wait(caught_up)
+        assert expected > 0
+        assert await snapshots.stored_exposure() == expected
 
 
 async def test_retention_deletes_only_what_is_older_than_the_limit() -> None:
