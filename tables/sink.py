@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from pm_streams.clock import Clock
-from pm_streams.consumer import BatchConsumer
+from pm_streams.consumer import BatchConsumer, decoded
 from pm_streams.domain import Book, Position, book_from_bytes, features
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
@@ -70,6 +70,10 @@ def coalesce(books: Iterable[Book]) -> list[Position]:
     return list(newest.values())
 
 
+def _steps(record: ConsumerRecord) -> tuple[Book, ...]:
+    return () if record.value is None else book_from_bytes(record.value).steps()
+
+
 class PostgresSink(BatchConsumer):
     name = "sink"
     linger_ms = 100  # the sink lag target is 1 s; Grafana reads no faster
@@ -100,12 +104,7 @@ class PostgresSink(BatchConsumer):
         """One transaction per batch: newest version per leg, then the ledger rows."""
         if self.db.pool is None:
             raise ConnectionError("postgres pool not ready")
-        books = [
-            view
-            for r in records
-            if r.value is not None
-            for view in book_from_bytes(r.value).steps()
-        ]
+        books = await decoded(records, _steps)
         now = self.clock.now()
         rows = [position_row(p, now) for p in coalesce(books)]
         ledger = [row for book in books for row in ledger_rows(book)]
