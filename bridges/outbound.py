@@ -79,9 +79,10 @@ class Republisher(BatchConsumer):
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         if self.channel is None or self.channel.is_closed:
             raise ConnectionError("rabbitmq channel closed")
-        # aiormq's channel directly: aio-pika's Message and Exchange.publish wrappers
-        # were a third of this consumer's CPU. mandatory: an unroutable message fails
-        # its confirmation instead of vanishing.
+        # aiormq's channel directly: aio-pika's Message and Exchange.publish add their own
+        # per-message work on top (about half of Exchange.publish's 31 % of the outputs
+        # process in a profile). mandatory: an unroutable message comes back instead of
+        # an Ack, which fails the batch instead of losing the event.
         amqp = await self.channel.get_underlay_channel()
         confirms = []
         for i, (event_type, body) in enumerate(await decoded(records, self.events)):

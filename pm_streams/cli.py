@@ -24,8 +24,8 @@ EX_CONFIG = 2
 EX_FAILURE = 1
 
 
-class Worker(faust.Worker):
-    """Faust's worker with our JSON logging instead of its console formatter."""
+class _JsonLogging:
+    """Our JSON logging instead of mode's console formatter (a mode/Faust worker mixin)."""
 
     def __init__(self, *args: Any, log_level: str, **kwargs: Any) -> None:
         self._pm_log_level = log_level
@@ -35,15 +35,12 @@ class Worker(faust.Worker):
         logs.configure(self._pm_log_level)
 
 
-class ServiceWorker(mode.Worker):
+class Worker(_JsonLogging, faust.Worker):
+    """Faust's worker (the app, its agents and web server) with our logging."""
+
+
+class ServiceWorker(_JsonLogging, mode.Worker):
     """mode's worker (signals, clean stop) for services without a Faust app."""
-
-    def __init__(self, *args: Any, log_level: str, **kwargs: Any) -> None:
-        self._pm_log_level = log_level
-        super().__init__(*args, **kwargs)
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        logs.configure(self._pm_log_level)
 
 
 def _parser() -> argparse.ArgumentParser:
