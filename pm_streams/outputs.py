@@ -29,7 +29,7 @@ from pm_streams.settings import Settings
 from tables.db import Database
 from tables.sink import PostgresSink
 from web.errors import json_response
-from web.health import KafkaCheck
+from web.health import KafkaCheck, health_status
 
 
 class OutputsWeb(Service):
@@ -64,7 +64,7 @@ class OutputsWeb(Service):
         channel = o.republisher.channel
         queue = channel is not None and not channel.is_closed
         kafka = await self.kafka_ok()
-        status = "healthy" if db and queue and kafka else ("unhealthy" if not kafka else "degraded")
+        status = health_status(kafka=kafka, others=(db, queue))
         body = {
             "status": status,
             "service": "position-manager-outputs",

@@ -10,6 +10,14 @@ from aiokafka import AIOKafkaClient
 from pm_streams.settings import Settings
 
 
+def health_status(*, kafka: bool, others: tuple[bool, ...]) -> str:
+    """healthy: every dependency answers; unhealthy: Kafka (the source of truth) does
+    not; degraded: Kafka does, something else does not."""
+    if not kafka:
+        return "unhealthy"
+    return "healthy" if all(others) else "degraded"
+
+
 class KafkaCheck:
     """Bootstraps a client (metadata request) at most once per `ttl` seconds."""
 

@@ -24,7 +24,7 @@ from pm_streams.portfolio import TOTALS_KEY
 from web import commands
 from web.auth import Gate
 from web.errors import ApiError, bad_parameter, failure_response, json_response
-from web.health import KafkaCheck
+from web.health import KafkaCheck, health_status
 from web.openapi import document
 from web.routing import SCOPE, Router, is_internal
 
@@ -378,8 +378,7 @@ class Handlers:
         db = await service.db.ping()
         queue = service.bridge.connected
         kafka = await self.kafka_ok()
-        checks = (db, queue, kafka)
-        status = "healthy" if all(checks) else ("unhealthy" if not kafka else "degraded")
+        status = health_status(kafka=kafka, others=(db, queue))
         m = service.metrics
         body = {
             "status": status,
