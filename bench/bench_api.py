@@ -3,13 +3,15 @@
     .venv/bin/python bench/bench_api.py [--positions 1000] [--seconds 5] [--connections 16]
                                         [--rate 500] [--visibility-seconds 10]
                                         [--separate-outputs] [--env NAME=VALUE]
+                                        [--profile SECONDS]
 
 Prints:
   1. at N open positions (default 1,000), `GET /api/v1/positions/{asset}` (rotating over
      every asset) and `GET /api/v1/portfolio` requests/s and p50/p99 next to a bare
      aiohttp JSON endpoint on the same machine serving the very same bodies (a dict
      serialized with orjson per request), and the ratios. Load: `wrk` (Debian package)
-     with one thread, one run each. Targets: p99 <= 1.25x, throughput >= 0.8x.
+     with one thread; service and bare runs alternate (--runs each, medians shown).
+     Targets: p99 <= 1.25x, throughput >= 0.8x.
   2. event -> portfolio visibility at R events/s (default 500) of exchange position
      updates for random assets, published to RabbitMQ: per event, from the RabbitMQ
      publish (end to end, bridge included) and from the input record's Kafka timestamp
@@ -28,6 +30,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +46,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.bench_agent import ROOT, cpu_seconds, profile, top_frames
 from pm_streams.domain import ExchangeUpdate, book_from_bytes, event_to_bytes
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port
 
@@ -84,7 +88,11 @@ def pct(values: list[float], p: float) -> float:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, path_lua: str, seconds: int, connections: int) -> dict[str, float]:
+def wrk(
+    url: str, path_lua: str, seconds: int, connections: int, pid: int | None = None
+) -> dict[str, float]:
+    """One wrk run; with `pid`, also the server's CPU time per request (µs)."""
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [
             "wrk",
@@ -108,7 +116,9 @@ def wrk(url: str, path_lua: str, seconds: int, connections: int) -> dict[str, fl
         return float(m.group(1)) * _UNITS[m.group(2)]
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
+        "cpu_us": (cpu_seconds(pid) - cpu0) / requests * 1e6 if pid else 0.0,
         "rps": rps,
         "p50": lat("50"),
         "p99": lat("99"),
@@ -171,7 +181,14 @@ async def capture(worker: WorkerProcess, n: int) -> dict[str, Any]:
 
 
 def throughput(
-    worker: WorkerProcess, bodies: dict[str, Any], tmp: Path, n: int, seconds: int, conns: int
+    worker: WorkerProcess,
+    bodies: dict[str, Any],
+    tmp: Path,
+    n: int,
+    seconds: int,
+    conns: int,
+    runs: int = 3,
+    profile_seconds: int = 0,
 ) -> None:
     bodies_path = tmp / "bodies.json"
     bodies_path.write_bytes(orjson.dumps(bodies))
@@ -188,33 +205,74 @@ def throughput(
                 break
             except subprocess.CalledProcessError:
                 time.sleep(0.2)
-        print(f"\n1. API at {n} open positions: wrk -t1 -c{conns} -d{seconds}s, one run each")
+        print(
+            f"\n1. API at {n} open positions: wrk -t1 -c{conns} -d{seconds}s, "
+            f"medians of {runs} alternating runs"
+        )
         print(
             f"   portfolio body {len(orjson.dumps(bodies['portfolio'])):,} bytes; "
             f"position body ~{len(orjson.dumps(bodies['positions'][asset_name(0)])):,} bytes"
         )
         header = f"   {'route':<32}{'service req/s':>14}{'bare req/s':>12}{'ratio':>7}"
         header += f"{'p50 ms svc/bare':>18}{'p99 ms svc/bare':>18}{'p99 ratio':>10}"
+        header += f"{'CPU us/req svc/bare':>21}"
         print(header)
         for kind, label in (
             ("position", "GET /api/v1/positions/{asset}"),
             ("portfolio", "GET /api/v1/portfolio"),
         ):
             script = lua(tmp, kind, n, kind)
+            bare_url = f"http://127.0.0.1:{port}"
+            assert worker.proc is not None
+            worker_pid = worker.proc.pid
             wrk(worker.url, script, 1, conns)  # warm-up
-            svc = wrk(worker.url, script, seconds, conns)
-            wrk(f"http://127.0.0.1:{port}", script, 1, conns)
-            base = wrk(f"http://127.0.0.1:{port}", script, seconds, conns)
-            assert svc["non2xx"] == 0 and base["non2xx"] == 0, (svc, base)
+            wrk(bare_url, script, 1, conns)
+            # Alternate service and bare runs: this host's speed drifts by tens of per cent
+            # within minutes, so each ratio compares runs seconds apart; medians of `runs`.
+            svc_runs, base_runs = [], []
+            for _ in range(runs):
+                svc_runs.append(wrk(worker.url, script, seconds, conns, worker_pid))
+                base_runs.append(wrk(bare_url, script, seconds, conns, bare.pid))
+            assert all(r["non2xx"] == 0 for r in svc_runs + base_runs), (svc_runs, base_runs)
+            svc, base = _median(svc_runs), _median(base_runs)
             print(
                 f"   {label:<32}{svc['rps']:>14,.0f}{base['rps']:>12,.0f}"
                 f"{svc['rps'] / base['rps']:>7.2f}"
                 f"{svc['p50']:>9.2f}/{base['p50']:<8.2f}{svc['p99']:>9.2f}/{base['p99']:<8.2f}"
                 f"{svc['p99'] / base['p99']:>10.2f}"
+                f"{svc['cpu_us']:>11.0f}/{base['cpu_us']:<9.0f}"
             )
+            if runs > 1:
+                ratios = [a["rps"] / b["rps"] for a, b in zip(svc_runs, base_runs, strict=True)]
+                p99s = [a["p99"] / b["p99"] for a, b in zip(svc_runs, base_runs, strict=True)]
+                print(
+                    f"   {'':<32}per run: req/s ratio "
+                    + " ".join(f"{r:.2f}" for r in ratios)
+                    + "; p99 ratio "
+                    + " ".join(f"{r:.2f}" for r in p99s)
+                )
+            if profile_seconds:
+                profiled(worker_pid, worker.url, script, kind, profile_seconds, conns)
+                profiled(bare.pid, bare_url, script, f"bare-{kind}", profile_seconds, conns)
     finally:
         bare.terminate()
         bare.wait(timeout=10)
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def profiled(pid: int, url: str, script: str, name: str, seconds: int, conns: int) -> None:
+    """One more run under `py-spy record --gil`; top functions to a text file."""
+    raw = ROOT / f"var/bench/api-{name}-profile.raw"
+    spy = profile(pid, seconds, raw)
+    time.sleep(1)  # py-spy attaches
+    wrk(url, script, seconds, conns)
+    spy.wait(timeout=seconds + 30)
+    text = raw.with_suffix(".txt")
+    text.write_text(top_frames(raw, 40))
+    print(f"   (profile of one more run under py-spy: {text.relative_to(ROOT)})")
 
 
 def update(asset: str, size: str, mark: str, trace: str) -> bytes:
@@ -339,10 +397,14 @@ async def main() -> None:
     parser.add_argument("--positions", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs per side")
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--visibility-seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=("api", "visibility"), default=None)
     parser.add_argument("--separate-outputs", action="store_true")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="S", help="py-spy the worker for S s per route"
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment"
     )
@@ -379,7 +441,15 @@ async def main() -> None:
         if args.only != "visibility":
             bodies = await capture(worker, args.positions)
             await asyncio.to_thread(
-                throughput, worker, bodies, tmp, args.positions, args.seconds, args.connections
+                throughput,
+                worker,
+                bodies,
+                tmp,
+                args.positions,
+                args.seconds,
+                args.connections,
+                args.runs,
+                args.profile,
             )
         if args.only != "api":
             await visibility(deployment, args.positions, args.rate, args.visibility_seconds)

@@ -12,6 +12,7 @@ from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.portfolio import contribution
 from pm_streams.processing import Batch, step
+from pm_streams.reads import stored
 from pm_streams.writes import on_behalf_of
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ def register(service: Service) -> None:
 
     def book_offsets() -> list[tuple[str, int]]:
         out = []
-        for asset, stored in list(table.items()):
-            book = cache.decode(asset, stored)
+        for asset, raw in list(table.items()):
+            book = cache.decode(asset, raw)
             if book is not None:
                 out.append((asset, book.last_offset))
         return out
@@ -47,7 +48,7 @@ def register(service: Service) -> None:
     ) -> Exception | None:
         """Apply one event into `batch`; the exception of a failed event is returned."""
         started = time.perf_counter()
-        current = batch.get(asset) or cache.decode(asset, table.get(asset))
+        current = batch.get(asset) or cache.decode(asset, stored(table, asset))
         try:
             result = step(current, payload, offset, service.clock.now(), service.engine)
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
@@ -99,9 +100,9 @@ def register(service: Service) -> None:
         for book, origin in books:
             write(book, origin)
         for asset in touched:
-            stored = cache.decode(asset, table.get(asset))
-            if stored is not None:
-                _contribute(service, stored)
+            latest = cache.decode(asset, stored(table, asset))
+            if latest is not None:
+                _contribute(service, latest)
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:

@@ -47,16 +47,29 @@ class Metrics:
         key = _labels(labels)
         series[key] = series.get(key, 0) + n
 
-    def set(self, name: str, value: float, **labels: str) -> None:
-        self.gauges[name][_labels(labels)] = value
+    def inc_series(self, name: str, key: Labels, n: int = 1) -> None:
+        """`inc` with labels already made a key by `series_key` (per-request paths)."""
+        series = self.counters[name]
+        series[key] = series.get(key, 0) + n
 
-    def observe(self, name: str, seconds: float, **labels: str) -> None:
+    @staticmethod
+    def series_key(**labels: str) -> Labels:
+        return _labels(labels)
+
+    def histogram(self, name: str, **labels: str) -> _Histogram:
+        """The series of `name` with these labels, to be observed directly (hot paths)."""
         series = self.histograms[name]
         key = _labels(labels)
         hist = series.get(key)
         if hist is None:
             hist = series[key] = _Histogram()
-        hist.observe(seconds)
+        return hist
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self.gauges[name][_labels(labels)] = value
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        self.histogram(name, **labels).observe(seconds)
 
     def value(self, name: str, **labels: str) -> int:
         return self.counters.get(name, {}).get(_labels(labels), 0)

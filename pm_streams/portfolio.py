@@ -44,6 +44,7 @@ from pm_streams.names import (
     PORTFOLIO_HISTORY_TABLE,
     PORTFOLIO_TOTALS_TABLE,
 )
+from pm_streams.reads import stored
 from pm_streams.topics import raw_topic
 from pm_streams.writes import on_behalf_of
 
@@ -518,7 +519,7 @@ class Portfolio:
     # -- reads (any worker; meaningful on the owner of the single partition)
 
     def totals(self) -> Totals:
-        raw = self.totals_table.get(TOTALS_KEY)
+        raw = stored(self.totals_table, TOTALS_KEY)
         cached_raw, cached = self._totals
         if raw is cached_raw:
             return cached
@@ -527,7 +528,7 @@ class Portfolio:
         return t
 
     def contribution(self, asset: str) -> Contribution | None:
-        raw = self.contrib.get(asset)
+        raw = stored(self.contrib, asset)
         if raw is None:
             return None
         hit = self._decoded.get(asset)
@@ -558,7 +559,7 @@ class Portfolio:
         Valid while the stored totals record is the same object: every applied
         contribution writes a new one, so an answer is never staler than the last change.
         """
-        raw = self.totals_table.get(TOTALS_KEY)
+        raw = stored(self.totals_table, TOTALS_KEY)
         hit = self._rendered.get(kind)
         if hit is not None and hit[0] is raw and raw is not None:
             return hit[1]

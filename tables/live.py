@@ -18,6 +18,7 @@ from yarl import URL
 from pm_streams.domain import Book, Event, Position, event_to_bytes
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
+from pm_streams.reads import stored
 
 
 class NotOwner(Exception):
@@ -32,7 +33,7 @@ class LivePositions:
         self.books = books
 
     def book(self, asset: str) -> Book | None:
-        return self.books.decode(asset, self.table.get(asset))
+        return self.books.decode(asset, stored(self.table, asset))
 
     def leg(self, asset: str, mode: str) -> Position | None:
         book = self.book(asset)

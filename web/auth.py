@@ -30,12 +30,14 @@ class KeyRing:
     def __init__(self, settings: Settings) -> None:
         self.clients = settings.api_clients
         self.settings = settings
+        self._keys = [(client.key.encode(), client) for client in self.clients]
 
     def find(self, presented: str) -> ApiClient | None:
         found = None
-        for client in self.clients:
+        given = presented.encode()
+        for key, client in self._keys:
             # Compare against every key, so timing says nothing about which matched.
-            if hmac.compare_digest(client.key.encode(), presented.encode()):
+            if hmac.compare_digest(key, given):
                 found = client
         return found
 
@@ -50,7 +52,9 @@ class RateLimiter:
 
     def check(self, name: str, limit: int, now: float) -> float | None:
         """None when allowed; else seconds until the next request would be."""
-        q = self.hits.setdefault(name, deque())
+        q = self.hits.get(name)
+        if q is None:
+            q = self.hits[name] = deque()
         while q and q[0] <= now - self.window:
             q.popleft()
         if len(q) >= limit:
@@ -86,7 +90,6 @@ class Gate:
                 trace_id=request.headers.get("X-Trace-Id", "-"),
             )
             raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
-        request["client"] = client.name
         if is_internal(request, self.token):
             # Forwarded by another worker, which already counted it against the key.
             return

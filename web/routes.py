@@ -21,6 +21,7 @@ from aiohttp import web
 from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dict
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
+from pm_streams.reads import stored
 from web import commands
 from web.auth import Gate
 from web.errors import ApiError, bad_parameter, failure_response, json_response
@@ -30,7 +31,7 @@ from web.routing import SCOPE, Router, is_internal
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
-    from pm_streams.metrics import Metrics
+    from pm_streams.metrics import Labels, Metrics
     from pm_streams.settings import Settings
 
 ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -48,9 +49,14 @@ def parse_asset(raw: str, name: str = "asset") -> str:
 
 def parse_mode(request: web.Request, default: str | None = "one-way") -> str | None:
     mode = request.query.get("mode", default)
-    if mode is not None and mode not in API_MODES:
-        raise bad_parameter("mode", f"must be one of {', '.join(API_MODES)}")
+    if mode is not None:
+        check_mode(mode)
     return mode
+
+
+def check_mode(mode: str) -> None:
+    if mode not in API_MODES:
+        raise bad_parameter("mode", f"must be one of {', '.join(API_MODES)}")
 
 
 def parse_bool(request: web.Request, name: str, default: bool) -> bool:
@@ -116,6 +122,24 @@ def api_middleware(settings: Settings, metrics: Metrics) -> Any:
     """One middleware (one frame per request, not three): API latency and request
     counts by route template, the JSON error shape, API key and rate limit."""
     gate = Gate(settings, metrics)
+    # (resource, method, status) -> (latency series, request-count key): the label work
+    # is done once per distinct request kind, not on every request.
+    series: dict[tuple[Any, str, int], tuple[Any, Labels]] = {}
+
+    def account(request: web.Request, status: int, seconds: float) -> None:
+        resource = request.match_info.route.resource  # None: no route matched
+        kind = (resource, request.method, status)
+        found = series.get(kind)
+        if found is None:
+            route = resource.canonical if resource is not None else "unmatched"
+            found = (
+                metrics.histogram("pm_api_request_seconds", route=route),
+                metrics.series_key(route=route, method=request.method, status=str(status)),
+            )
+            if len(series) < 10_000:
+                series[kind] = found
+        found[0].observe(seconds)
+        metrics.inc_series("pm_api_requests_total", found[1])
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -128,17 +152,14 @@ def api_middleware(settings: Settings, metrics: Metrics) -> Any:
             except Exception as exc:
                 failure = failure_response(request, exc)
                 if failure is None:
+                    if isinstance(exc, web.HTTPException):
+                        status = exc.status
                     raise
                 response = failure
             status = response.status
             return response
         finally:
-            info = request.match_info.route.resource
-            route = info.canonical if info is not None else "unmatched"
-            metrics.observe("pm_api_request_seconds", time.perf_counter() - started, route=route)
-            metrics.inc(
-                "pm_api_requests_total", route=route, method=request.method, status=str(status)
-            )
+            account(request, status, time.perf_counter() - started)
 
     return middleware
 
@@ -157,7 +178,7 @@ class Handlers:
     # ------------------------------------------------------------------ helpers
 
     def book(self, asset: str) -> Book | None:
-        return self.service.books.decode(asset, self.service.positions.get(asset))
+        return self.service.books.decode(asset, stored(self.service.positions, asset))
 
     async def total_exposure(self, request: web.Request) -> Decimal:
         """The live total exposure, from the portfolio's owner (SPEC §4.4)."""
@@ -281,15 +302,19 @@ class Handlers:
         return json_response({"positions": positions, "count": len(positions)})
 
     async def position(self, request: web.Request) -> web.StreamResponse:
-        asset = parse_asset(request.match_info["asset"])
-        mode = parse_mode(request) or "one-way"
+        asset = request.match_info["asset"]
+        mode = request.query.get("mode", "one-way") if request.query_string else "one-way"
+        key = (asset, mode)
+        hit = self._rendered.get(key)
+        if hit is None:  # a rendered answer's asset and mode were valid
+            parse_asset(asset)
+            check_mode(mode)
         dest = self.router.owner(POSITIONS_TABLE, asset)
         if dest is not None:
             return await self.router.forward(dest, request)
         exposure = await self.total_exposure(request)
-        raw = self.service.positions.get(asset)
+        raw = stored(self.service.positions, asset)
         now = self.service.clock.now()
-        hit = self._rendered.get((asset, mode))
         if hit is not None and hit[0] is raw and hit[1] == exposure and now < hit[2]:
             return _raw_json(hit[3])
         book = self.service.books.decode(asset, raw)
@@ -299,7 +324,7 @@ class Handlers:
         body = orjson.dumps(views[0])
         if len(self._rendered) > 20_000:
             self._rendered.clear()
-        self._rendered[(asset, mode)] = (raw, exposure, _held_changes_at(book, now), body)
+        self._rendered[key] = (raw, exposure, _held_changes_at(book, now), body)
         return _raw_json(body)
 
     # ------------------------------------------------------------------ portfolio

@@ -72,7 +72,7 @@ class Router:
 
     def ready(self) -> bool:
         app = self.app
-        return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+        return not (app.rebalancing or app.in_recovery)
 
     def _check_ready(self) -> None:
         if not self.ready():
@@ -82,9 +82,15 @@ class Router:
         return URL(self.app.conf.canonical_url)
 
     def owner(self, table: str, key: str) -> URL | None:
-        """None when this worker owns `key` of `table`; else the owner's URL."""
-        self._check_ready()
-        assignment = getattr(self.app.assignor, "_tps_url", None)
+        """None when this worker owns `key` of `table`; else the owner's URL.
+
+        On every API request, so a dict hit: Faust replaces the assignor's
+        partition -> URL map on every rebalance, and the cache lives as long as it.
+        """
+        app = self.app
+        if app.rebalancing or app.in_recovery:
+            raise unavailable("partitions are being reassigned")
+        assignment = getattr(app.assignor, "_tps_url", None)
         if assignment is not self._owners_of or len(self._owners) > 100_000:
             self._owners = {}
             self._owners_of = assignment
@@ -93,7 +99,7 @@ class Router:
         except KeyError:
             pass
         try:
-            url = URL(self.app.router.key_store(table, key))
+            url = URL(app.router.key_store(table, key))
         except (KeyError, TypeError, ValueError):
             raise unavailable("no worker owns this partition yet") from None
         dest = None if _ident(url) == self._own else url
