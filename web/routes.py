@@ -181,8 +181,10 @@ class Handlers:
         return self.service.books.decode(asset, stored(self.service.positions, asset))
 
     async def total_exposure(self, request: web.Request) -> Decimal:
-        """The live total exposure, from the portfolio's owner (SPEC §4.4)."""
-        if is_internal(request, self.router.token) and EXPOSURE_HEADER in request.headers:
+        """The live total exposure, from the portfolio's owner (SPEC §4.4); on a
+        fan-out sub-request, the value the gathering worker passed along, so every
+        part of one answer uses the same total."""
+        if EXPOSURE_HEADER in request.headers and is_internal(request, self.router.token):
             return Decimal(request.headers[EXPOSURE_HEADER])
         dest = self.router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
         if dest is None:

@@ -69,6 +69,7 @@ class Router:
         # Faust replaces the assignor's partition -> URL map on every rebalance.
         self._owners: dict[tuple[str, str], URL | None] = {}
         self._owners_of: object = None
+        self._assignor: Any = None
 
     def ready(self) -> bool:
         app = self.app
@@ -90,7 +91,9 @@ class Router:
         app = self.app
         if app.rebalancing or app.in_recovery:
             raise unavailable("partitions are being reassigned")
-        assignment = getattr(app.assignor, "_tps_url", None)
+        if self._assignor is None:
+            self._assignor = app.assignor  # a cached property: one object per app
+        assignment = getattr(self._assignor, "_tps_url", None)
         if assignment is not self._owners_of or len(self._owners) > 100_000:
             self._owners = {}
             self._owners_of = assignment
