@@ -43,9 +43,7 @@ class Metrics:
     )
 
     def inc(self, name: str, n: int = 1, **labels: str) -> None:
-        series = self.counters[name]
-        key = _labels(labels)
-        series[key] = series.get(key, 0) + n
+        self.inc_series(name, _labels(labels), n)
 
     def inc_series(self, name: str, key: Labels, n: int = 1) -> None:
         """`inc` with labels already made a key by `series_key` (per-request paths)."""

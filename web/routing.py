@@ -88,9 +88,8 @@ class Router:
         On every API request, so a dict hit: Faust replaces the assignor's
         partition -> URL map on every rebalance, and the cache lives as long as it.
         """
+        self._check_ready()
         app = self.app
-        if app.rebalancing or app.in_recovery:
-            raise unavailable("partitions are being reassigned")
         if self._assignor is None:
             self._assignor = app.assignor  # a cached property: one object per app
         assignment = getattr(self._assignor, "_tps_url", None)
