@@ -19,7 +19,6 @@ from pm_streams.metrics import Metrics
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
-from pm_streams.streams import BatchingStream
 from pm_streams.topics import COMPACTED, raw_topic
 from tables.db import Database
 from tables.sink import PostgresSink
@@ -110,8 +109,9 @@ def faust_app(settings: Settings) -> faust.App:
         web_metrics_enabled=False,
         web_router_enabled=False,
         web_in_thread=False,
-        # take_events that sleeps while a stream is idle (pm_streams/streams.py).
-        Stream=BatchingStream,
+        # BatchingStream (pm_streams/streams.py, idle worker 9.4 % -> 4.5 % CPU) is not
+        # enabled: clean-clone CI of session 4 lost the last 2 events of one asset in
+        # test_sigkill_mid_stream with it; Faust's own stream stays until that is explained.
     )
 
 
