@@ -103,10 +103,9 @@ def worker(settings: Settings) -> int:
             "invalid setting POSITION_MANAGER_API_KEY: set it or POSITION_MANAGER_API_KEYS "
             "(the API refuses every request without a key)",
         )
-    try:
-        loop = prepared_loop(settings)
-    except Exception as exc:
-        return _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+    loop = _loop_or_none(settings)
+    if loop is None:
+        return EX_FAILURE
     service = build(settings)
     logs.get_logger("pm_streams.cli").info(
         "worker_starting",
@@ -126,10 +125,9 @@ def worker(settings: Settings) -> int:
 def outputs(settings: Settings) -> int:
     from pm_streams.outputs import build_outputs
 
-    try:
-        loop = prepared_loop(settings)
-    except Exception as exc:
-        return _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+    loop = _loop_or_none(settings)
+    if loop is None:
+        return EX_FAILURE
     built = build_outputs(settings)
     logs.get_logger("pm_streams.cli").info(
         "outputs_starting", app_id=settings.app_id, health=f"{settings.canonical_url}/health"
@@ -139,6 +137,15 @@ def outputs(settings: Settings) -> int:
         log_level=settings.log_level,
     )  # fmt: skip
     return _execute(runner)
+
+
+def _loop_or_none(settings: Settings) -> asyncio.AbstractEventLoop | None:
+    """`prepared_loop`, or None after saying on stderr that Kafka is unavailable."""
+    try:
+        return prepared_loop(settings)
+    except Exception as exc:
+        _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+        return None
 
 
 def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:

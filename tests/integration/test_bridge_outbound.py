@@ -26,12 +26,7 @@ async def test_outputs_in_order_with_deterministic_ids_and_input_trace(
     expected = recompute(fills)
     versions = {a: b.legs[0].version for a, b in expected.items()}
 
-    for asset, version in versions.items():
-        await worker.wait_for(
-            f"/api/v1/positions/{asset}",
-            lambda st, b, v=version: st == 200 and b["version"] == v,
-            timeout=90,
-        )
+    await worker.wait_versions(versions, timeout=90)
     # A change that closes a position publishes only position_closed, so an asset's
     # final version may be on either queue: read both until every final version is seen.
     closed_q = f"{deployment.output_prefix}.position_closed"

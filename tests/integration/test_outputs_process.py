@@ -49,12 +49,7 @@ async def test_worker_leaves_outputs_to_the_outputs_process(
     await publish(deployment.order_queue, fills)
     expected = recompute(fills)
     versions = {a: b.legs[0].version for a, b in expected.items()}
-    for asset, version in versions.items():
-        await worker.wait_for(
-            f"/api/v1/positions/{asset}",
-            lambda s, b, v=version: s == 200 and b["version"] == v,
-            timeout=60,
-        )
+    await worker.wait_versions(versions, timeout=60)
     # The worker applied everything; it writes no position row itself.
     await asyncio.sleep(2)
     assert await _rows(deployment) == {}

@@ -172,6 +172,15 @@ class WorkerProcess:
             await asyncio.sleep(0.5)
         raise AssertionError(f"worker not healthy in {timeout}s: {last}\n{self.tail()}")
 
+    async def wait_versions(self, versions: dict[str, int], timeout: float) -> None:
+        """Wait until the API answers each asset's one-way position at its version."""
+        for asset, version in versions.items():
+            await self.wait_for(
+                f"/api/v1/positions/{asset}",
+                lambda st, b, v=version: st == 200 and b["version"] == v,
+                timeout=timeout,
+            )
+
     async def wait_for(
         self, path: str, predicate: Any, timeout: float = 60.0, **params: str
     ) -> Any:
