@@ -46,7 +46,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.bench_agent import ROOT, cpu_seconds, profile, top_frames
+from bench.bench_agent import ROOT, cpu_seconds, profile, top_frames, wait_idle
 from pm_streams.domain import ExchangeUpdate, book_from_bytes, event_to_bytes
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port
 
@@ -293,9 +293,12 @@ def update(asset: str, size: str, mark: str, trace: str) -> bytes:
     )
 
 
-async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) -> None:
+async def visibility(
+    deployment: Deployment, n: int, rate: int, seconds: float, pids: dict[str, int]
+) -> None:
     """Produce canonical events to the input topic (the bridge is benched by bench_bridge)
-    and watch the portfolio totals changelog for the record that includes each one."""
+    and watch the portfolio totals changelog for the record that includes each one.
+    `pids` (name -> pid): processes whose CPU time per event is printed."""
     app_id = deployment.app_id
     totals_topic = f"{app_id}-portfolio-totals-changelog"
     input_topic = f"{app_id}.position-events"
@@ -338,6 +341,7 @@ async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) 
     task = asyncio.create_task(consume())
     rng = random.Random(7)
     total = int(rate * seconds)
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.monotonic()
     pending = []
     for k in range(total):
@@ -357,6 +361,9 @@ async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) 
     drain_end = time.monotonic() + 30
     done.set()
     await task
+    for pid in pids.values():
+        await wait_idle(pid)
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     await consumer.stop()
     await producer.stop()
     xs = [(visible[t] - at) * 1000 for t, at in sent.items() if t in visible]
@@ -373,6 +380,11 @@ async def visibility(deployment: Deployment, n: int, rate: int, seconds: float) 
                 by_second.setdefault(int(at - t0), []).append((visible[t] - at) * 1000)
         for sec, ys in sorted(by_second.items()):
             print(f"   second {sec:>3}: n={len(ys):>4} p50 {pct(ys, 50):8.1f} ms")
+    for name, used in cpu.items():
+        print(
+            f"   {name} CPU until idle: {used:.1f} s = {used / total * 1e6:,.0f} µs/event "
+            f"({used / (total / rate):.0%} of a core at {rate}/s)"
+        )
     ws_ = [(written[t] - at) * 1000 for t, at in sent.items() if t in written]
     print(
         f"   produce -> position record p50 {pct(ws_, 50):7.1f} ms   p99 {pct(ws_, 99):7.1f} ms"
@@ -452,7 +464,12 @@ async def main() -> None:
                 args.profile,
             )
         if args.only != "api":
-            await visibility(deployment, args.positions, args.rate, args.visibility_seconds)
+            assert worker.proc is not None
+            pids = {"worker": worker.proc.pid}
+            if outputs is not None:
+                assert outputs.proc is not None
+                pids["outputs"] = outputs.proc.pid
+            await visibility(deployment, args.positions, args.rate, args.visibility_seconds, pids)
             _, metrics = await worker.get("/metrics")
             print("   worker means (ms):")
             for name in (

@@ -20,6 +20,7 @@ from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
 from pm_streams.topics import COMPACTED, raw_topic
+from pm_streams.transport import Transport
 from tables.db import Database
 from tables.sink import PostgresSink
 
@@ -72,9 +73,16 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+class App(faust.App):
+    """Faust's app on `pm_streams.transport` (Kafka via aiokafka, cheaper delivery)."""
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+
 def faust_app(settings: Settings) -> faust.App:
     """The Faust app with the settings the field notes call for."""
-    return faust.App(
+    return App(
         settings.app_id,
         broker=settings.kafka_broker,
         store=settings.store,

@@ -1,0 +1,116 @@
+"""`pm_streams.transport.Consumer`: record delivery awaited in place only when it cannot
+block, Faust's `wait_first` race with `suspend_flow` otherwise (no broker needed: the
+consumer is built but never started)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pm_streams.app import faust_app
+from pm_streams.settings import Settings
+from pm_streams.transport import Consumer
+
+
+@dataclass
+class Delivery:
+    """Stands in for the conductor's callback: records the task it ran in."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    block: bool = False
+    tasks: list[asyncio.Task[Any] | None] = field(default_factory=list)
+    done: list[Any] = field(default_factory=list)
+
+    async def __call__(self, message: Any) -> None:
+        self.tasks.append(asyncio.current_task())
+        if self.block:
+            await self.release.wait()
+        self.done.append(message)
+
+
+@pytest.fixture
+async def consumer() -> AsyncIterator[tuple[Consumer, Delivery]]:
+    app = faust_app(Settings(app_id="pmtest-transport"))
+    app.flow_control.resume()
+    consumer = app.consumer
+    delivery = Delivery()
+    callback = delivery.__call__
+
+    async def on_message(message: Any) -> None:
+        await callback(message)
+
+    consumer.callback = on_message
+    yield consumer, delivery
+    delivery.release.set()
+
+
+async def deliver(consumer: Consumer, message: Any) -> Any:
+    """What Faust's fetch loop does with each fetched record."""
+    return await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+
+
+def test_the_app_consumes_through_this_consumer() -> None:
+    app = faust_app(Settings(app_id="pmtest-transport"))
+    assert type(app.consumer) is Consumer
+
+
+async def test_delivery_that_cannot_block_runs_in_the_fetch_loop_task(consumer: Any) -> None:
+    c, delivery = consumer
+    result = await deliver(c, "m1")
+    assert delivery.done == ["m1"]
+    assert delivery.tasks == [asyncio.current_task()]  # no task created for it
+    assert not result.stopped
+
+
+async def test_delivery_while_flow_is_suspended_races_suspend_flow(consumer: Any) -> None:
+    c, delivery = consumer
+    c.app.flow_control.suspend()
+    delivery.block = True
+    pending = asyncio.ensure_future(deliver(c, "m1"))
+    await asyncio.sleep(0.05)
+    assert delivery.tasks and delivery.tasks[0] is not pending  # Faust's own wait_first
+    c.suspend_flow.set()  # a rebalance starts: the fetch loop must not stay stuck
+    await asyncio.wait_for(pending, 1.0)
+    assert delivery.done == []
+
+
+async def test_a_full_producer_buffer_takes_faust_path(consumer: Any) -> None:
+    c, delivery = consumer
+    buffer = c.app.producer.buffer
+    for i in range(buffer.max_messages + 1):
+        buffer.pending.put_nowait(i)
+    assert not c._delivery_cannot_block()
+    await deliver(c, "m1")
+    assert delivery.done == ["m1"]
+    assert delivery.tasks[0] is not asyncio.current_task()
+
+
+async def test_a_full_stream_queue_takes_faust_path(consumer: Any) -> None:
+    c, _ = consumer
+    app = c.app
+    channel = app.channel(maxsize=1)
+    clone = channel.clone(is_iterator=True)
+    app.topics._topics.add(clone)
+    assert c._delivery_cannot_block()
+    clone.queue.put_nowait("x")
+    assert not c._delivery_cannot_block()
+
+
+async def test_other_waits_are_faust_own(consumer: Any) -> None:
+    c, _ = consumer
+    ev = asyncio.Event()
+
+    async def other() -> str:
+        await ev.wait()
+        return "other"
+
+    pending = asyncio.ensure_future(c.wait_first(other(), c.suspend_flow.wait()))
+    await asyncio.sleep(0.02)
+    assert not pending.done()
+    ev.set()
+    result = await asyncio.wait_for(pending, 1.0)
+    assert result.results == ["other"]
