@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pm_streams.domain import Book, ScheduleValidation, book_to_bytes
 from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
-from pm_streams.portfolio import contribution
+from pm_streams.portfolio import contribution, contributions_to_bytes
 from pm_streams.processing import Batch, step
 from pm_streams.reads import stored
 from pm_streams.writes import on_behalf_of
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from pm_streams.app import Service
 
 log = get_logger("pm_streams.agents")
+
+CONTRIBUTIONS_PER_RECORD = 500
+"""~300 bytes each: a record of at most ~150 KB."""
 
 
 def register(service: Service) -> None:
@@ -99,10 +102,8 @@ def register(service: Service) -> None:
         books, touched = batch.drain()
         for book, origin in books:
             write(book, origin)
-        for asset in touched:
-            latest = cache.decode(asset, stored(table, asset))
-            if latest is not None:
-                _contribute(service, latest)
+        latest = (cache.decode(asset, stored(table, asset)) for asset in touched)
+        _contribute(service, [book for book in latest if book is not None])
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
@@ -120,16 +121,21 @@ def register(service: Service) -> None:
             flush(batch)
 
 
-def _contribute(service: Service, book: Any) -> None:
-    """Queue the asset's contribution to the portfolio (SPEC §5), event-timed.
+def _contribute(service: Service, books: list[Book]) -> None:
+    """Queue the contributions of `books` to the portfolio (SPEC §5), event-timed.
 
     `send_soon`: onto the producer buffer that also carries the table's changelog, so
-    it goes out right after the record it describes, without an await; a replay
-    re-sends it and the portfolio ignores versions it has."""
-    c = contribution(book)
-    service.portfolio.topic.send_soon(
-        key=book.asset, value=c.to_bytes(), timestamp=c.at.timestamp(), force=True
-    )
+    they go out right after the records they describe, without an await; a replay
+    re-sends them and the portfolio ignores versions it has. At most
+    `CONTRIBUTIONS_PER_RECORD` per record (a record stays far below Kafka's 1 MB)."""
+    for start in range(0, len(books), CONTRIBUTIONS_PER_RECORD):
+        chunk = [contribution(book) for book in books[start : start + CONTRIBUTIONS_PER_RECORD]]
+        service.portfolio.topic.send_soon(
+            key=None,
+            value=contributions_to_bytes(chunk),
+            timestamp=max(c.at for c in chunk).timestamp(),
+            force=True,
+        )
 
 
 def _schedule_validations(service: Service, book: Any) -> None:

@@ -4,9 +4,11 @@ Pure part (no Faust, no I/O): `contribution(book)` is what one asset adds to the
 portfolio; `Totals.apply(old, new)` replaces an asset's old contribution by its new
 one, exactly (Decimal, 50 digits); `portfolio_view` renders the §5 answer.
 
-Wiring (`Portfolio`): the positions agent sends every asset's contribution to a
-one-partition topic after each write (and again on a replayed offset). One portfolio
-agent, on the worker owning that partition, keeps
+Wiring (`Portfolio`): after each batch the positions agent sends the contributions of
+the assets the batch changed (and of replayed ones) to a one-partition topic, as one
+record (`contributions_to_bytes`: a record per contribution cost a produce and a
+consume each, the largest share of the worker's time per event). One portfolio agent,
+on the worker owning that partition, keeps
 
 * `portfolio-contrib`: asset → contribution, idempotent by its `version` (the sum of
   the asset's leg versions, which only grows);
@@ -97,27 +99,31 @@ class Contribution:
     at: datetime
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "asset": self.asset,
-                "version": self.version,
-                "exposure": _s(self.exposure),
-                "net": _s(self.net),
-                "unrealized": _s(self.unrealized),
-                "realized": _s(self.realized),
-                "size": _s(self.size),
-                "open": self.open_count,
-                "long": self.long_count,
-                "short": self.short_count,
-                "fallback": self.price_fallback,
-                "trace_id": self.trace_id,
-                "at": iso(self.at),
-            }
-        )
+        return orjson.dumps(self.to_obj())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Contribution:
-        o = orjson.loads(raw)
+        return cls.from_obj(orjson.loads(raw))
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "version": self.version,
+            "exposure": _s(self.exposure),
+            "net": _s(self.net),
+            "unrealized": _s(self.unrealized),
+            "realized": _s(self.realized),
+            "size": _s(self.size),
+            "open": self.open_count,
+            "long": self.long_count,
+            "short": self.short_count,
+            "fallback": self.price_fallback,
+            "trace_id": self.trace_id,
+            "at": iso(self.at),
+        }
+
+    @classmethod
+    def from_obj(cls, o: Mapping[str, Any]) -> Contribution:
         at = _dt(o["at"])
         assert at is not None
         return cls(
@@ -144,6 +150,20 @@ class Contribution:
             "size": _s(self.size),
             "price_fallback": self.price_fallback,
         }
+
+
+def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
+    """One portfolio-topic record carrying the contributions of one positions batch."""
+    return orjson.dumps([c.to_obj() for c in contributions])
+
+
+def contributions_from_bytes(raw: bytes) -> list[Contribution]:
+    """The contributions of a portfolio-topic record: a list, or one object (records
+    written before contributions were batched)."""
+    o = orjson.loads(raw)
+    if isinstance(o, list):
+        return [Contribution.from_obj(x) for x in o]
+    return [Contribution.from_obj(o)]
 
 
 def contribution(book: Book) -> Contribution:
@@ -208,7 +228,8 @@ class Totals:
     """The §5 totals over every contribution taken so far.
 
     `version` counts applied contributions (the `portfolio_updated` event id);
-    `last_offset` is the portfolio-topic offset of the last one (replay guard).
+    `(last_offset, last_index)` is the portfolio-topic offset of the last one and its
+    place in that record (replay guard).
     """
 
     exposure: Decimal = ZERO
@@ -220,6 +241,7 @@ class Totals:
     short_count: int = 0
     version: int = 0
     last_offset: int = -1
+    last_index: int = 0
     calculated_at: datetime | None = None
     limit_exceeded: bool = False
     trace_id: str = "-"
@@ -232,6 +254,7 @@ class Totals:
         offset: int,
         now: datetime,
         max_exposure: Decimal | None = None,
+        index: int = 0,
     ) -> Totals:
         """Totals with `old` (the asset's previous contribution) replaced by `new`."""
         with localcontext(DECIMAL_CONTEXT):
@@ -247,6 +270,7 @@ class Totals:
                 short_count=self.short_count + new.short_count - (o.short_count if o else 0),
                 version=self.version + 1,
                 last_offset=offset,
+                last_index=index,
                 calculated_at=now,
                 trace_id=new.trace_id,
             )
@@ -269,6 +293,7 @@ class Totals:
                 "short": self.short_count,
                 "version": self.version,
                 "last_offset": self.last_offset,
+                "last_index": self.last_index,
                 "calculated_at": iso(self.calculated_at),
                 "limit_exceeded": self.limit_exceeded,
                 "trace_id": self.trace_id,
@@ -290,6 +315,7 @@ class Totals:
             short_count=int(o["short"]),
             version=int(o["version"]),
             last_offset=int(o["last_offset"]),
+            last_index=int(o.get("last_index", 0)),
             calculated_at=_dt(o["calculated_at"]),
             limit_exceeded=bool(o["limit_exceeded"]),
             trace_id=str(o.get("trace_id", "-")),
@@ -330,14 +356,16 @@ def decide(
     offset: int,
     now: datetime,
     max_exposure: Decimal | None,
+    index: int = 0,
 ) -> Decision:
-    if offset <= totals.last_offset:
+    """What to do with contribution `new`, the `index`-th of the record at `offset`."""
+    if (offset, index) <= (totals.last_offset, totals.last_index):
         # Already counted in the totals; the contribution write may have been lost.
         behind = old is None or old.version < new.version
         return Decision(None, behind, kind="repaired" if behind else "duplicate")
     if old is not None and old.version >= new.version:
         return Decision(None, False, kind="stale")
-    t = totals.apply(old, new, offset=offset, now=now, max_exposure=max_exposure)
+    t = totals.apply(old, new, offset=offset, now=now, max_exposure=max_exposure, index=index)
     crossed = t.limit_exceeded and not totals.limit_exceeded
     return Decision(t, True, crossed_limit=crossed)
 
@@ -639,41 +667,44 @@ class Portfolio:
         metrics = self.service.metrics
         started = time.perf_counter()
         totals = self.totals()
-        pending: dict[str, tuple[Contribution, bytes]] = {}
+        pending: dict[str, Contribution] = {}
         latest: Totals | None = None
         last: Any = None
         crossings: list[Totals] = []
+        now = self.service.clock.now()
         for event in events:
             last = event
-            new = Contribution.from_bytes(event.value)
-            hit = pending.get(new.asset)
-            old = hit[0] if hit is not None else self.contribution(new.asset)
-            decision = decide(
-                totals,
-                old,
-                new,
-                offset=event.message.offset,
-                now=self.service.clock.now(),
-                max_exposure=self.max_exposure,
-            )
-            metrics.inc("pm_portfolio_changes_total", result=decision.kind)
-            if decision.write_contribution:
-                pending[new.asset] = (new, event.value)
-            if decision.totals is None:
-                continue
-            totals = latest = decision.totals
-            with on_behalf_of(event):
-                self._record_history(totals, event.message.timestamp)
-            metrics.observe(
-                "pm_portfolio_visibility_seconds", max(0.0, time.time() - event.message.timestamp)
-            )
-            if decision.crossed_limit:
-                crossings.append(totals)
+            for index, new in enumerate(contributions_from_bytes(event.value)):
+                old = pending.get(new.asset) or self.contribution(new.asset)
+                decision = decide(
+                    totals,
+                    old,
+                    new,
+                    offset=event.message.offset,
+                    index=index,
+                    now=now,
+                    max_exposure=self.max_exposure,
+                )
+                metrics.inc("pm_portfolio_changes_total", result=decision.kind)
+                if decision.write_contribution:
+                    pending[new.asset] = new
+                if decision.totals is None:
+                    continue
+                totals = latest = decision.totals
+                changed_at = new.at.timestamp()  # event time: the position change's
+                with on_behalf_of(event):
+                    self._record_history(totals, changed_at)
+                metrics.observe(
+                    "pm_portfolio_visibility_seconds", max(0.0, time.time() - changed_at)
+                )
+                if decision.crossed_limit:
+                    crossings.append(totals)
         with on_behalf_of(last):
             if latest is not None:
                 self.totals_table[TOTALS_KEY] = latest.to_bytes()
-            for asset, (_c, raw) in pending.items():
-                self.contrib[asset] = raw
+            for asset, c in pending.items():
+                raw = self.contrib[asset] = c.to_bytes()
+                self._decoded[asset] = (raw, c)
         # Only now await anything: `take_events` acks the batch however the agent leaves
         # it, so the tables must hold every decision first.
         for crossed in crossings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from pm_streams.portfolio import (
     Contribution,
     Totals,
     contribution,
+    contributions_from_bytes,
+    contributions_to_bytes,
     decide,
     portfolio_event,
     portfolio_view,
@@ -137,6 +140,36 @@ def test_codecs_round_trip_and_event_ids_are_deterministic() -> None:
     e2 = portfolio_event("portfolio_updated", t, NOW + timedelta(seconds=5), None)
     assert e1 == e2 and e1["event_id"] == "portfolio:1:portfolio_updated"
     assert e1["trace_id"] == t.trace_id and e1["event_type"] == "portfolio_updated"
+
+
+def test_a_record_carries_a_batch_of_contributions_and_reads_the_one_object_form() -> None:
+    cs = [
+        contribution(book_of("BTCUSDT", fill("1", "100"))),
+        contribution(book_of("ETHUSDT", fill("-2", "10"))),
+    ]
+    assert contributions_from_bytes(contributions_to_bytes(cs)) == cs
+    assert contributions_from_bytes(cs[0].to_bytes()) == cs[:1]  # records before batching
+
+
+def test_each_contribution_of_a_record_counts_once_and_a_replay_of_it_none() -> None:
+    cs = [contribution(book_of(a, fill("1", "100"))) for a in ("AAUSDT", "BBUSDT", "CCUSDT")]
+    totals, table = Totals(), {}
+    for index, c in enumerate(cs):  # one record at offset 5
+        d = decide(totals, None, c, offset=5, index=index, now=NOW, max_exposure=None)
+        assert d.totals is not None and d.kind == "applied", index
+        totals, table[c.asset] = d.totals, c
+    assert totals.exposure == D("300") and (totals.last_offset, totals.last_index) == (5, 2)
+    restored = Totals.from_bytes(totals.to_bytes())
+    assert restored == totals
+    for index, c in enumerate(cs):  # the record replayed after a restart
+        again = decide(
+            restored, table[c.asset], c, offset=5, index=index, now=NOW, max_exposure=None
+        )
+        assert again.totals is None and again.kind == "duplicate"
+    # A totals record written before `last_index` existed reads as index 0.
+    old = orjson.loads(totals.to_bytes())
+    del old["last_index"]
+    assert Totals.from_bytes(orjson.dumps(old)).last_index == 0
 
 
 sizes = st.decimals(min_value=-50, max_value=50, places=3, allow_nan=False).filter(lambda d: d != 0)
