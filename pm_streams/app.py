@@ -20,7 +20,7 @@ from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
 from pm_streams.topics import COMPACTED, raw_topic
-from pm_streams.transport import Transport
+from pm_streams.transport import Transport, Web
 from tables.db import Database
 from tables.sink import PostgresSink
 
@@ -74,10 +74,14 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 class App(faust.App):
-    """Faust's app on `pm_streams.transport` (Kafka via aiokafka, cheaper delivery)."""
+    """Faust's app on `pm_streams.transport`: Kafka via aiokafka with a cheaper record
+    delivery, and the aiohttp server without CORS."""
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> Any:
+        return Web(self)
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -13,7 +13,7 @@ import pytest
 
 from pm_streams.app import faust_app
 from pm_streams.settings import Settings
-from pm_streams.transport import Consumer
+from pm_streams.transport import Consumer, Web
 
 
 @dataclass
@@ -114,3 +114,10 @@ async def test_other_waits_are_faust_own(consumer: Any) -> None:
     ev.set()
     result = await asyncio.wait_for(pending, 1.0)
     assert result.results == ["other"]
+
+
+def test_the_web_server_installs_no_cors_response_hook() -> None:
+    app = faust_app(Settings(app_id="pmtest-transport"))
+    assert type(app.web) is Web
+    assert app.web.cors  # what Faust's Web.on_start asserts
+    assert len(app.web.web_app.on_response_prepare) == 0
