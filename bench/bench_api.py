@@ -13,10 +13,13 @@ Prints:
      with one thread; service and bare runs alternate (--runs each, medians shown).
      Targets: p99 <= 1.25x, throughput >= 0.8x.
   2. event -> portfolio visibility at R events/s (default 500) of exchange position
-     updates for random assets, published to RabbitMQ: per event, from the RabbitMQ
-     publish (end to end, bridge included) and from the input record's Kafka timestamp
-     (bridge excluded), to the portfolio totals record that includes it (its changelog
-     record's timestamp). p50 / p99 / max. Target p99 <= 50 ms.
+     updates for random assets (of the N), produced in canonical form to the input topic
+     (the bridge is benched by bench_bridge.py): per event, from just before the send to
+     the first portfolio-totals changelog record that includes it (the totals record
+     names the last portfolio-topic offset it took, the portfolio topic carries the
+     event's trace id), and to its positions changelog record. p50 / p99 / max, and the
+     CPU time per event of the worker (and outputs process) until idle again.
+     Target p99 <= 50 ms.
 
 `--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
 `pm-streams outputs` process (sink + republisher) beside it.
