@@ -6,9 +6,9 @@ one, exactly (Decimal, 50 digits); `portfolio_view` renders the §5 answer.
 
 Wiring (`Portfolio`): after each batch the positions agent sends the contributions of
 the assets the batch changed (and of replayed ones) to a one-partition topic, as one
-record (`contributions_to_bytes`: a record per contribution cost a produce and a
-consume each, the largest share of the worker's time per event). One portfolio agent,
-on the worker owning that partition, keeps
+record (`contributions_to_bytes`; at 500 events/s over 1,000 assets ~1,200 records
+instead of one per event, fewer for the broker and for the portfolio agent's fetch
+loop). One portfolio agent, on the worker owning that partition, keeps
 
 * `portfolio-contrib`: asset → contribution, idempotent by its `version` (the sum of
   the asset's leg versions, which only grows);
