@@ -34,8 +34,10 @@ class Watermarks:
     that is too low is harmless: the gap reader re-reads records that the books'
     own `last_offset` guard then skips. One that is too high would lose events, so
     on every new consumer generation it is rebuilt from the books recovered from the
-    changelog: the highest `last_offset` among the assets of that partition (-1 when
-    it has none, so everything before the first delivered event is checked).
+    changelog: the highest record *floor* among the assets of that partition (-1 when
+    it has none, so everything before the first delivered event is checked). Not the
+    highest `last_offset`: a crash can keep one asset's record of a write cycle and
+    lose another's older one (see `pm_streams.agents`).
     """
 
     def __init__(self, partitions: int) -> None:

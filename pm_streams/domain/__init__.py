@@ -10,6 +10,7 @@ from pm_streams.domain.codec import (
     event_to_bytes,
     iso,
     position_to_dict,
+    record_floor,
 )
 from pm_streams.domain.engine import DECIMAL_CONTEXT, apply, needs_write
 from pm_streams.domain.features import features, hedge_view
@@ -70,4 +71,5 @@ __all__ = [
     "parse_order_executed",
     "parse_position_update",
     "position_to_dict",
+    "record_floor",
 ]

@@ -272,8 +272,10 @@ def _effect_from(o: Obj) -> Effect:
 # --------------------------------------------------------------------------- books
 
 
-def book_to_bytes(book: Book) -> bytes:
-    """The table record of one asset."""
+def book_to_bytes(book: Book, floor: int | None = None) -> bytes:
+    """The table record of one asset. `floor`: every input offset of the asset's
+    partition up to it was applied and written before the write cycle of this record
+    (see `record_floor`)."""
     obj: Obj = {
         "v": RECORD_VERSION,
         "asset": book.asset,
@@ -282,6 +284,8 @@ def book_to_bytes(book: Book) -> bytes:
         "last_offset": book.last_offset,
         "effects": [_effect_obj(e) for e in book.effects],
     }
+    if floor is not None:
+        obj["floor"] = floor
     if book.changes:
         obj["changes"] = [
             {
@@ -292,6 +296,12 @@ def book_to_bytes(book: Book) -> bytes:
             for c in book.changes
         ]
     return orjson.dumps(obj, option=_OPTS)
+
+
+def record_floor(data: bytes) -> int:
+    """The record's `floor`; a record written without one gives its `last_offset`."""
+    o = orjson.loads(data)
+    return int(o.get("floor", o["last_offset"]))
 
 
 def book_from_bytes(data: bytes) -> Book:

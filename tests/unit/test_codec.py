@@ -27,6 +27,7 @@ from pm_streams.domain import (
     event_to_bytes,
     features,
     position_to_dict,
+    record_floor,
 )
 from tests.unit.helpers import NOW, D, Runner, fill, price, push
 
@@ -98,6 +99,14 @@ def test_book_round_trip_exact() -> None:
         assert str(a.average_entry_price) == str(b.average_entry_price)  # not rounded
     assert len(str(book.leg("hedge-long").average_entry_price).replace(".", "")) > 40  # type: ignore[union-attr]
     assert book_to_bytes(again) == book_to_bytes(book)
+
+
+def test_a_record_carries_its_write_cycle_floor() -> None:
+    book = _busy_book()
+    stamped = book_to_bytes(book, floor=book.last_offset - 7)
+    assert record_floor(stamped) == book.last_offset - 7
+    assert book_from_bytes(stamped) == book  # the floor is the record's, not the book's
+    assert record_floor(book_to_bytes(book)) == book.last_offset  # records written before
 
 
 def test_book_round_trip_empty_and_odd_ids() -> None:
