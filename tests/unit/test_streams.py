@@ -124,3 +124,12 @@ async def test_an_idle_stream_sets_no_timer(stream_class: type, most: int | None
         await h.send(1, 2)
         await asyncio.sleep(0.05)
         assert h.values() == [1, 2]
+
+
+def test_the_app_streams_are_batching_streams() -> None:
+    from pm_streams.app import faust_app
+    from pm_streams.settings import Settings
+
+    app = faust_app(Settings(app_id="pmtest-streams"))
+    assert app.conf.Stream is BatchingStream
+    assert isinstance(app.stream(app.channel()), BatchingStream)
