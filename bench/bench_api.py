@@ -413,7 +413,10 @@ async def visibility(
             if t in visible:
                 by_second.setdefault(int(at - t0), []).append((visible[t] - at) * 1000)
         for sec, ys in sorted(by_second.items()):
-            print(f"   second {sec:>3}: n={len(ys):>4} p50 {pct(ys, 50):8.1f} ms")
+            print(
+                f"   second {sec:>3}: n={len(ys):>4} p50 {pct(ys, 50):8.1f} ms"
+                f"  p99 {pct(ys, 99):8.1f} ms  max {max(ys):8.1f} ms"
+            )
     for name, used in cpu.items():
         print(
             f"   {name} CPU until idle: {used:.1f} s = {used / total * 1e6:,.0f} µs/event "

@@ -15,6 +15,7 @@ from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
+from pm_streams.heap import HeapKeeper, settle
 from pm_streams.metrics import Metrics
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
@@ -53,6 +54,8 @@ class Service:
     """`tables.validation.Validator`, set once by `build`."""
     prices: Any = None
     """`pm_streams.prices.PriceRefresher`, set once by `build`."""
+    heap: Any = None
+    """`pm_streams.heap.HeapKeeper`, set once by `build`."""
 
     @property
     def services(self) -> tuple[Any, ...]:
@@ -60,6 +63,8 @@ class Service:
         extra = tuple(s for s in (self.snapshots, self.validator, self.prices) if s is not None)
         if self.metrics_writer is not None:
             extra = (*extra, self.metrics_writer)
+        if self.heap is not None:
+            extra = (*extra, self.heap)
         outputs = (self.sink, self.republisher) if self.settings.outputs == "worker" else ()
         return (self.db, self.bridge, *outputs, *extra)
 
@@ -197,7 +202,19 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     object.__setattr__(service, "metrics_writer", writer)  # frozen: set once, here
     agents.register(service)
     routes.register(service)
+    _keep_heap(service)
     return service
+
+
+def _keep_heap(service: Service) -> None:
+    """Settle the heap (`pm_streams.heap`) after start, hourly, and once the tables are
+    recovered after every rebalance."""
+    object.__setattr__(service, "heap", HeapKeeper(service.metrics))  # frozen: set once, here
+
+    def after_rebalance(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        settle(service.metrics)
+
+    service.app.on_rebalance_complete.connect(after_rebalance)
 
 
 def _wire_tables(service: Service) -> None:

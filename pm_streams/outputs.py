@@ -24,6 +24,7 @@ from mode import Service
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.consumer import BatchConsumer
+from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
 from tables.db import Database
@@ -101,7 +102,7 @@ class Outputs:
 
     @property
     def services(self) -> tuple[Service, ...]:
-        return (self.db, self.sink, self.republisher, OutputsWeb(self))
+        return (self.db, self.sink, self.republisher, OutputsWeb(self), HeapKeeper(self.metrics))
 
 
 def build_outputs(settings: Settings, *, clock: Clock | None = None) -> Outputs:
