@@ -15,7 +15,7 @@ from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
-from pm_streams.heap import HeapKeeper, settle
+from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
@@ -209,12 +209,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
 def _keep_heap(service: Service) -> None:
     """Settle the heap (`pm_streams.heap`) after start, hourly, and once the tables are
     recovered after every rebalance."""
-    object.__setattr__(service, "heap", HeapKeeper(service.metrics))  # frozen: set once, here
-
-    def after_rebalance(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        settle(service.metrics)
-
-    service.app.on_rebalance_complete.connect(after_rebalance)
+    heap = HeapKeeper(service.metrics)
+    object.__setattr__(service, "heap", heap)  # frozen: set once, here
+    service.app.on_rebalance_complete.connect(heap.after_rebalance)
 
 
 def _wire_tables(service: Service) -> None:

@@ -55,6 +55,10 @@ class HeapKeeper(Service):
     async def on_started(self) -> None:
         settle(self.metrics)
 
+    def after_rebalance(self, sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        """A receiver for Faust's `on_rebalance_complete`: the tables are recovered."""
+        settle(self.metrics)
+
     @Service.task
     async def _periodically(self) -> None:
         while not self.should_stop:

@@ -81,7 +81,7 @@ class Settings:
     batch_window: float = 0.010
     """Under steady input, a batch closes this long (s) after the previous one; the first
     event after a quiet spell is taken at once. 10 ms, not 5: fewer, larger batches left
-    the CPU headroom that cut visibility p99 at 500 events/s from 109-206 ms to 48-71 ms
+    the CPU headroom that cut visibility p99 at 500 events/s from 108-206 ms to 48-71 ms
     (bench_api.py, README)."""
     outputs: str = "worker"
     """Where the Postgres sink and the RabbitMQ republisher run: "worker" (inside every
