@@ -10,7 +10,9 @@ Prints:
      every asset) and `GET /api/v1/portfolio` requests/s and p50/p99 next to a bare
      aiohttp JSON endpoint on the same machine serving the very same bodies (a dict
      serialized with orjson per request), and the ratios. Load: `wrk` (Debian package)
-     with one thread; service and bare runs alternate (--runs each, medians shown).
+     with one thread; service and bare runs alternate (--runs pairs; the ratios are the
+     medians of the per-pair ratios, the figures the medians of each side). `--pin`: both
+     servers on CPU 0 and wrk on CPU 1.
      Targets: p99 <= 1.25x, throughput >= 0.8x.
   2. event -> portfolio visibility at R events/s (default 500) of exchange position
      updates for random assets (of the N), produced in canonical form to the input topic
@@ -96,6 +98,17 @@ def pct(values: list[float], p: float) -> float:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+PIN: dict[str, list[str]] = {"wrk": []}
+"""`--pin`: the command prefix that puts wrk on its own CPU (see `pin_server`)."""
+
+
+def pin_server(pid: int) -> None:
+    """`--pin`: every thread of a server under test on CPU 0 (wrk runs on CPU 1), so the
+    service and the bare endpoint are measured on the same core, not wherever the
+    scheduler put them next to Kafka and wrk."""
+    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True)
+
+
 def wrk(
     url: str, path_lua: str, seconds: int, connections: int, pid: int | None = None
 ) -> dict[str, float]:
@@ -103,6 +116,7 @@ def wrk(
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [
+            *PIN["wrk"],
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -215,7 +229,7 @@ def throughput(
                 time.sleep(0.2)
         print(
             f"\n1. API at {n} open positions: wrk -t1 -c{conns} -d{seconds}s, "
-            f"medians of {runs} alternating runs"
+            f"{runs} alternating pairs (medians){', pinned' if PIN['wrk'] else ''}"
         )
         print(
             f"   portfolio body {len(orjson.dumps(bodies['portfolio'])):,} bytes; "
@@ -233,6 +247,9 @@ def throughput(
             bare_url = f"http://127.0.0.1:{port}"
             assert worker.proc is not None
             worker_pid = worker.proc.pid
+            if PIN["wrk"]:
+                pin_server(worker_pid)
+                pin_server(bare.pid)
             wrk(worker.url, script, 1, conns)  # warm-up
             wrk(bare_url, script, 1, conns)
             # Alternate service and bare runs: this host's speed drifts by tens of per cent
@@ -243,21 +260,28 @@ def throughput(
                 base_runs.append(wrk(bare_url, script, seconds, conns, bare.pid))
             assert all(r["non2xx"] == 0 for r in svc_runs + base_runs), (svc_runs, base_runs)
             svc, base = _median(svc_runs), _median(base_runs)
+            pairs = list(zip(svc_runs, base_runs, strict=True))
+            ratios = [a["rps"] / b["rps"] for a, b in pairs]
+            p99s = [a["p99"] / b["p99"] for a, b in pairs]
+            # The ratios are medians of the per-pair ratios: each pair is two runs seconds
+            # apart, so a drift of the host's speed between pairs cancels out.
             print(
                 f"   {label:<32}{svc['rps']:>14,.0f}{base['rps']:>12,.0f}"
-                f"{svc['rps'] / base['rps']:>7.2f}"
+                f"{statistics.median(ratios):>7.2f}"
                 f"{svc['p50']:>9.2f}/{base['p50']:<8.2f}{svc['p99']:>9.2f}/{base['p99']:<8.2f}"
-                f"{svc['p99'] / base['p99']:>10.2f}"
+                f"{statistics.median(p99s):>10.2f}"
                 f"{svc['cpu_us']:>11.0f}/{base['cpu_us']:<9.0f}"
             )
             if runs > 1:
-                ratios = [a["rps"] / b["rps"] for a, b in zip(svc_runs, base_runs, strict=True)]
-                p99s = [a["p99"] / b["p99"] for a, b in zip(svc_runs, base_runs, strict=True)]
                 print(
                     f"   {'':<32}per run: req/s ratio "
                     + " ".join(f"{r:.2f}" for r in ratios)
                     + "; p99 ratio "
                     + " ".join(f"{r:.2f}" for r in p99s)
+                )
+                print(
+                    f"   {'':<32}per run: CPU us/req svc/bare "
+                    + " ".join(f"{a['cpu_us']:.0f}/{b['cpu_us']:.0f}" for a, b in pairs)
                 )
             if profile_seconds:
                 profiled(worker_pid, worker.url, script, kind, profile_seconds, conns)
@@ -452,12 +476,17 @@ async def main() -> None:
     parser.add_argument("--only", choices=("api", "visibility"), default=None)
     parser.add_argument("--separate-outputs", action="store_true")
     parser.add_argument(
+        "--pin", action="store_true", help="servers under test on CPU 0, wrk on CPU 1"
+    )
+    parser.add_argument(
         "--profile", type=int, default=0, metavar="S", help="py-spy the worker for S s per route"
     )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment"
     )
     args = parser.parse_args()
+    if args.pin:
+        PIN["wrk"] = ["taskset", "-c", "1"]
     if shutil.which("wrk") is None:
         sys.exit("bench_api: needs wrk (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))

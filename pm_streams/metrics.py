@@ -6,6 +6,7 @@ whoever counts; no module-level registry.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,11 +28,7 @@ class _Histogram:
     def observe(self, seconds: float) -> None:
         self.total += seconds
         self.n += 1
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
+        self.counts[bisect_left(_BUCKETS, seconds)] += 1  # the first bound >= seconds
 
 
 @dataclass
@@ -49,6 +46,11 @@ class Metrics:
         """`inc` with labels already made a key by `series_key` (per-request paths)."""
         series = self.counters[name]
         series[key] = series.get(key, 0) + n
+
+    def counter_series(self, name: str) -> dict[Labels, int]:
+        """The series of counter `name`, keyed by `series_key`, for a per-request path
+        to increment in place (`series[key] = series.get(key, 0) + 1`)."""
+        return self.counters[name]
 
     @staticmethod
     def series_key(**labels: str) -> Labels:

@@ -20,6 +20,7 @@ from web.routing import Router
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
+    from web.endpoints import Endpoints
 
 LEG_MODES = ("one-way", "hedge-long", "hedge-short")
 MAX_LIMIT = 1000
@@ -30,15 +31,15 @@ _FALSE = {"false", "0", "no"}
 
 def register(
     service: Service,
-    web_app: web.Application,
+    endpoints: Endpoints,
     router: Router,
     total_exposure: Callable[[web.Request], Awaitable[Decimal]],
 ) -> None:
     """`total_exposure`: the live portfolio total (asked of its owner), for snapshots."""
     commands = Commands(service, router, total_exposure)
-    web_app.router.add_post("/api/v1/positions/{asset}/validate", commands.validate)
-    web_app.router.add_post("/api/v1/positions/{asset}/snapshot", commands.snapshot)
-    web_app.router.add_get("/api/v1/positions/{asset}/snapshots", commands.snapshots)
+    endpoints.add("POST", "/api/v1/positions/{asset}/validate", commands.validate)
+    endpoints.add("POST", "/api/v1/positions/{asset}/snapshot", commands.snapshot)
+    endpoints.add("GET", "/api/v1/positions/{asset}/snapshots", commands.snapshots)
 
 
 def parse_leg_mode(request: web.Request) -> str:

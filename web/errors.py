@@ -1,4 +1,4 @@
-"""The JSON error shape of SPEC §7 and the middleware that enforces it."""
+"""The JSON error shape of SPEC §7 (applied to every route by `web.endpoints`)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,3 @@ def failure_response(request: web.Request, exc: Exception) -> web.Response | Non
         return None
     log.error("request_failed", path=request.path, error=repr(exc), exc_info=exc)
     return error_response(ApiError(500, "internal_error", "internal error"))
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        response = failure_response(request, exc)
-        if response is None:
-            raise
-        return response

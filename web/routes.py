@@ -10,7 +10,6 @@ applied before it.
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -24,15 +23,16 @@ from pm_streams.portfolio import TOTALS_KEY
 from pm_streams.reads import stored
 from web import commands
 from web.auth import Gate
-from web.errors import ApiError, bad_parameter, failure_response, json_response
+from web.endpoints import Endpoints
+from web.errors import ApiError, bad_parameter, json_response
 from web.health import KafkaCheck, health_status
 from web.openapi import document
 from web.routing import SCOPE, Router, is_internal
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from pm_streams.app import Service
-    from pm_streams.metrics import Labels, Metrics
-    from pm_streams.settings import Settings
 
 ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
 API_MODES = ("one-way", "hedge", "hedge-long", "hedge-short")
@@ -101,67 +101,23 @@ def parse_time(request: web.Request, name: str, default: datetime) -> datetime:
 
 def register(service: Service) -> None:
     web_app: web.Application = service.app.web.web_app  # type: ignore[attr-defined]
-    web_app.middlewares.append(api_middleware(service.settings, service.metrics))
+    endpoints = Endpoints(web_app, Gate(service.settings, service.metrics), service.metrics)
     handlers = Handlers(service)
-    web_app.router.add_get("/health", handlers.health)
-    web_app.router.add_get("/metrics", handlers.metrics)
-    web_app.router.add_get("/api/v1/openapi.json", handlers.openapi)
-    web_app.router.add_get("/api/v1/positions", handlers.positions)
-    web_app.router.add_get("/api/v1/positions/{asset}", handlers.position)
-    web_app.router.add_get("/api/v1/portfolio", handlers.portfolio)
-    web_app.router.add_get("/api/v1/portfolio/exposure", handlers.exposure)
-    web_app.router.add_get("/api/v1/portfolio/pnl", handlers.pnl)
-    web_app.router.add_get("/api/v1/portfolio/history", handlers.history)
+    add = endpoints.add
+    add("GET", "/health", handlers.health, public=True)
+    add("GET", "/metrics", handlers.metrics, public=True)
+    add("GET", "/api/v1/openapi.json", handlers.openapi, public=True)
+    add("GET", "/api/v1/positions", handlers.positions)
+    add("GET", "/api/v1/positions/{asset}", handlers.position)
+    add("GET", "/api/v1/portfolio", handlers.portfolio)
+    add("GET", "/api/v1/portfolio/exposure", handlers.exposure)
+    add("GET", "/api/v1/portfolio/pnl", handlers.pnl)
+    add("GET", "/api/v1/portfolio/history", handlers.history)
     commands.register(
-        service, web_app, handlers.router, handlers.total_exposure
+        service, endpoints, handlers.router, handlers.total_exposure
     )  # validate, snapshot(s): web/commands.py
+    endpoints.finish()
     web_app.on_cleanup.append(lambda _app: handlers.router.close())
-
-
-def api_middleware(settings: Settings, metrics: Metrics) -> Any:
-    """One middleware (one frame per request, not three): API latency and request
-    counts by route template, the JSON error shape, API key and rate limit."""
-    gate = Gate(settings, metrics)
-    # (resource, method, status) -> (latency series, request-count key): the label work
-    # is done once per distinct request kind, not on every request.
-    series: dict[tuple[Any, str, int], tuple[Any, Labels]] = {}
-
-    def account(request: web.Request, status: int, seconds: float) -> None:
-        resource = request.match_info.route.resource  # None: no route matched
-        kind = (resource, request.method, status)
-        found = series.get(kind)
-        if found is None:
-            route = resource.canonical if resource is not None else "unmatched"
-            found = (
-                metrics.histogram("pm_api_request_seconds", route=route),
-                metrics.series_key(route=route, method=request.method, status=str(status)),
-            )
-            if len(series) < 10_000:
-                series[kind] = found
-        found[0].observe(seconds)
-        metrics.inc_series("pm_api_requests_total", found[1])
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            try:
-                gate.check(request)
-                response: web.StreamResponse = await handler(request)
-            except Exception as exc:
-                failure = failure_response(request, exc)
-                if failure is None:
-                    if isinstance(exc, web.HTTPException):
-                        status = exc.status
-                    raise
-                response = failure
-            status = response.status
-            return response
-        finally:
-            account(request, status, time.perf_counter() - started)
-
-    return middleware
 
 
 class Handlers:
@@ -171,9 +127,9 @@ class Handlers:
         self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
         self.positions_changelog = service.settings.kafka.positions_changelog
-        # (asset, mode) -> (stored record, total exposure, valid until, JSON): a
+        # (asset, mode) -> (stored record, total exposure, valid until (epoch s), JSON): a
         # position's answer changes only with its record, the exposure, or the minute.
-        self._rendered: dict[tuple[str, str], tuple[Any, Decimal, datetime, bytes]] = {}
+        self._rendered: dict[tuple[str, str], tuple[Any, Decimal, float, bytes]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -190,6 +146,9 @@ class Handlers:
         if dest is None:
             exposure: Decimal = self.live.totals().exposure
             return exposure
+        return await self.remote_exposure(dest, request)
+
+    async def remote_exposure(self, dest: URL, request: web.Request) -> Decimal:
         body = await self.router.fetch_json(dest, request, "/api/v1/portfolio/exposure")
         return Decimal(body["total_exposure_usdt"])
 
@@ -311,14 +270,21 @@ class Handlers:
         if hit is None:  # a rendered answer's asset and mode were valid
             parse_asset(asset)
             check_mode(mode)
-        dest = self.router.owner(POSITIONS_TABLE, asset)
+        router = self.router
+        dest = router.owner(POSITIONS_TABLE, asset)
         if dest is not None:
-            return await self.router.forward(dest, request)
-        exposure = await self.total_exposure(request)
+            return await router.forward(dest, request)
+        # A single position's request is never a fan-out part: no passed-along total.
+        totals_owner = router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
+        if totals_owner is None:
+            exposure: Decimal = self.live.totals().exposure
+        else:
+            exposure = await self.remote_exposure(totals_owner, request)
         raw = stored(self.service.positions, asset)
-        now = self.service.clock.now()
-        if hit is not None and hit[0] is raw and hit[1] == exposure and now < hit[2]:
+        clock = self.service.clock
+        if hit is not None and hit[0] is raw and hit[1] == exposure and clock.timestamp() < hit[2]:
             return _raw_json(hit[3])
+        now = clock.now()
         book = self.service.books.decode(asset, raw)
         views = self.leg_views(book, mode, exposure, now, True) if book else []
         if not views or book is None:
@@ -326,7 +292,7 @@ class Handlers:
         body = orjson.dumps(views[0])
         if len(self._rendered) > 20_000:
             self._rendered.clear()
-        self._rendered[key] = (raw, exposure, _held_changes_at(book, now), body)
+        self._rendered[key] = (raw, exposure, _held_changes_at(book, now).timestamp(), body)
         return _raw_json(body)
 
     # ------------------------------------------------------------------ portfolio

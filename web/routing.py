@@ -36,6 +36,7 @@ FORWARDED = "X-PM-Forwarded"
 SCOPE = "X-PM-Scope"
 """`local` on a fan-out sub-request: answer only for the keys this worker owns."""
 _PASS_HEADERS = ("X-API-Key", "X-Trace-Id", "Accept")
+_UNKNOWN = URL("unknown:")  # a sentinel: no owner cached yet
 
 
 def internal_token(settings: Settings) -> str:
@@ -88,18 +89,18 @@ class Router:
         On every API request, so a dict hit: Faust replaces the assignor's
         partition -> URL map on every rebalance, and the cache lives as long as it.
         """
-        self._check_ready()
         app = self.app
+        if app.rebalancing or app.in_recovery:  # `_check_ready`, inlined: every request
+            raise unavailable("partitions are being reassigned")
         if self._assignor is None:
             self._assignor = app.assignor  # a cached property: one object per app
         assignment = getattr(self._assignor, "_tps_url", None)
         if assignment is not self._owners_of or len(self._owners) > 100_000:
             self._owners = {}
             self._owners_of = assignment
-        try:
-            return self._owners[(table, key)]
-        except KeyError:
-            pass
+        found = self._owners.get((table, key), _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found
         try:
             url = URL(app.router.key_store(table, key))
         except (KeyError, TypeError, ValueError):

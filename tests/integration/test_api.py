@@ -353,6 +353,33 @@ async def test_metrics_names(api: tuple[Deployment, WorkerProcess]) -> None:
         assert name in text, name
 
 
+async def test_unmatched_paths_and_methods(api: tuple[Deployment, WorkerProcess]) -> None:
+    """What no route matches gets the JSON error shape: 404, or 405 naming the allowed
+    methods; an unknown API path still needs a key; GET routes answer HEAD."""
+    _, worker = api
+    status, body, headers = await request(worker, "/api/v1/positions", method="DELETE")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
+    status, body, headers = await request(worker, "/api/v1/positions/BTCUSDT/validate")
+    assert status == 405 and headers["Allow"] == "POST"
+    status, body, _ = await request(worker, "/api/v1/nothing-here", key=None)
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    status, body, _ = await request(worker, "/nothing-here", key=None)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = await request(worker, "/health", key=None, method="POST")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    status, _, headers = await request(worker, "/api/v1/portfolio", method="HEAD")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    _, text, _ = await request(worker, "/metrics", key=None)
+    counts = {
+        line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("pm_api_requests_total{")
+    }
+    assert counts['pm_api_requests_total{method="DELETE",route="unmatched",status="405"}'] >= 1
+    assert counts['pm_api_requests_total{method="HEAD",route="/api/v1/portfolio",status="200"}'] >= 1
+
+
 async def test_tc014_tc015_tc021_commands_through_the_api(
     api: tuple[Deployment, WorkerProcess],
 ) -> None:
