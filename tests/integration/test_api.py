@@ -376,8 +376,9 @@ async def test_unmatched_paths_and_methods(api: tuple[Deployment, WorkerProcess]
         for line in text.splitlines()
         if line.startswith("pm_api_requests_total{")
     }
-    assert counts['pm_api_requests_total{method="DELETE",route="unmatched",status="405"}'] >= 1
-    assert counts['pm_api_requests_total{method="HEAD",route="/api/v1/portfolio",status="200"}'] >= 1
+    name = "pm_api_requests_total"
+    assert counts[f'{name}{{method="DELETE",route="unmatched",status="405"}}'] >= 1
+    assert counts[f'{name}{{method="HEAD",route="/api/v1/portfolio",status="200"}}'] >= 1
 
 
 async def test_tc014_tc015_tc021_commands_through_the_api(
