@@ -60,28 +60,28 @@ class RateLimiter:
 
     def check(self, name: str, limit: int, now: float) -> float | None:
         """None when allowed (and counted); else seconds until a request would be."""
-        log = self._clients.get(name)
-        if log is None:
-            log = self._clients[name] = _Buckets()
+        counted = self._clients.get(name)
+        if counted is None:
+            counted = self._clients[name] = _Buckets()
         tick = math.floor(now * self.ticks_per_second)
-        buckets = log.buckets
+        buckets = counted.buckets
         horizon = tick - self._span  # a bucket before it ended over 60 s ago
         while buckets and buckets[0][0] < horizon:
-            log.total -= buckets.popleft()[1]
-        if log.total >= limit:
-            return self._wait(log, limit, now)
+            counted.total -= buckets.popleft()[1]
+        if counted.total >= limit:
+            return self._wait(counted, limit, now)
         last = buckets[-1] if buckets else None
         if last is not None and last[0] == tick:
             last[1] += 1
         else:
             buckets.append([tick, 1])
-        log.total += 1
+        counted.total += 1
         return None
 
-    def _wait(self, log: _Buckets, limit: int, now: float) -> float:
+    def _wait(self, counted: _Buckets, limit: int, now: float) -> float:
         """Seconds until enough buckets expire for one more request."""
-        excess = log.total - limit + 1
-        for tick, count in log.buckets:
+        excess = counted.total - limit + 1
+        for tick, count in counted.buckets:
             excess -= count
             if excess <= 0:
                 return (tick + 1 + self._span) / self.ticks_per_second - now

@@ -6,6 +6,7 @@ import copy
 import math
 from collections import deque
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,7 +87,7 @@ def _gate(**env: str) -> Gate:
     return Gate(settings_, Metrics())
 
 
-def _request(**headers: str) -> object:
+def _request(**headers: str) -> web.Request:
     return make_mocked_request("GET", "/api/v1/portfolio", headers=headers)
 
 
@@ -94,7 +95,7 @@ def test_gate_names_unknown_and_missing_keys_401() -> None:
     gate = _gate()
     for headers in ({}, {"X-API-Key": "nope"}):
         try:
-            gate.check(_request(**headers))  # type: ignore[arg-type]
+            gate.check(_request(**headers))
         except ApiError as err:
             assert err.status == 401
         else:
@@ -105,20 +106,20 @@ def test_gate_names_unknown_and_missing_keys_401() -> None:
 def test_gate_limits_each_key_to_its_tier_with_retry_after() -> None:
     gate = _gate()
     for _ in range(2):
-        gate.check(_request(**{"X-API-Key": "k-ui"}))  # type: ignore[arg-type]
+        gate.check(_request(**{"X-API-Key": "k-ui"}))
     try:
-        gate.check(_request(**{"X-API-Key": "k-ui"}))  # type: ignore[arg-type]
+        gate.check(_request(**{"X-API-Key": "k-ui"}))
     except ApiError as err:
         assert err.status == 429
         assert 1 <= int(err.headers["Retry-After"]) <= math.ceil(60.1)
     else:
         raise AssertionError("no 429")
-    gate.check(_request(**{"X-API-Key": "k-risk"}))  # type: ignore[arg-type]  # another tier
+    gate.check(_request(**{"X-API-Key": "k-risk"}))  # another tier
 
 
 def test_gate_does_not_count_a_forwarded_request_again() -> None:
     gate = _gate()
     token = internal_token(gate.settings)
     for _ in range(10):
-        gate.check(_request(**{"X-API-Key": "k-ui", FORWARDED: token}))  # type: ignore[arg-type]
-    gate.check(_request(**{"X-API-Key": "k-ui"}))  # type: ignore[arg-type]
+        gate.check(_request(**{"X-API-Key": "k-ui", FORWARDED: token}))
+    gate.check(_request(**{"X-API-Key": "k-ui"}))
