@@ -98,7 +98,7 @@ def pct(values: list[float], p: float) -> float:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-PIN: dict[str, list[str]] = {"wrk": []}
+WRK_CPU = ["taskset", "-c", "1"]
 """`--pin`: the command prefix that puts wrk on its own CPU (see `pin_server`)."""
 
 
@@ -110,13 +110,20 @@ def pin_server(pid: int) -> None:
 
 
 def wrk(
-    url: str, path_lua: str, seconds: int, connections: int, pid: int | None = None
+    url: str,
+    path_lua: str,
+    seconds: int,
+    connections: int,
+    pid: int | None = None,
+    *,
+    pin: bool = False,
 ) -> dict[str, float]:
-    """One wrk run; with `pid`, also the server's CPU time per request (µs)."""
+    """One wrk run (on CPU 1 with `pin`); with `pid`, also the server's CPU time per
+    request (µs)."""
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [
-            *PIN["wrk"],
+            *(WRK_CPU if pin else []),
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -211,6 +218,7 @@ def throughput(
     conns: int,
     runs: int = 3,
     profile_seconds: int = 0,
+    pin: bool = False,
 ) -> None:
     bodies_path = tmp / "bodies.json"
     bodies_path.write_bytes(orjson.dumps(bodies))
@@ -229,7 +237,7 @@ def throughput(
                 time.sleep(0.2)
         print(
             f"\n1. API at {n} open positions: wrk -t1 -c{conns} -d{seconds}s, "
-            f"{runs} alternating pairs (medians){', pinned' if PIN['wrk'] else ''}"
+            f"{runs} alternating pairs (medians){', pinned' if pin else ''}"
         )
         print(
             f"   portfolio body {len(orjson.dumps(bodies['portfolio'])):,} bytes; "
@@ -247,17 +255,17 @@ def throughput(
             bare_url = f"http://127.0.0.1:{port}"
             assert worker.proc is not None
             worker_pid = worker.proc.pid
-            if PIN["wrk"]:
+            if pin:
                 pin_server(worker_pid)
                 pin_server(bare.pid)
-            wrk(worker.url, script, 1, conns)  # warm-up
-            wrk(bare_url, script, 1, conns)
+            wrk(worker.url, script, 1, conns, pin=pin)  # warm-up
+            wrk(bare_url, script, 1, conns, pin=pin)
             # Alternate service and bare runs: this host's speed drifts by tens of per cent
             # within minutes, so each ratio compares runs seconds apart; medians of `runs`.
             svc_runs, base_runs = [], []
             for _ in range(runs):
-                svc_runs.append(wrk(worker.url, script, seconds, conns, worker_pid))
-                base_runs.append(wrk(bare_url, script, seconds, conns, bare.pid))
+                svc_runs.append(wrk(worker.url, script, seconds, conns, worker_pid, pin=pin))
+                base_runs.append(wrk(bare_url, script, seconds, conns, bare.pid, pin=pin))
             assert all(r["non2xx"] == 0 for r in svc_runs + base_runs), (svc_runs, base_runs)
             svc, base = _median(svc_runs), _median(base_runs)
             pairs = list(zip(svc_runs, base_runs, strict=True))
@@ -284,8 +292,8 @@ def throughput(
                     + " ".join(f"{a['cpu_us']:.0f}/{b['cpu_us']:.0f}" for a, b in pairs)
                 )
             if profile_seconds:
-                profiled(worker_pid, worker.url, script, kind, profile_seconds, conns)
-                profiled(bare.pid, bare_url, script, f"bare-{kind}", profile_seconds, conns)
+                profiled(worker_pid, worker.url, script, kind, profile_seconds, conns, pin)
+                profiled(bare.pid, bare_url, script, f"bare-{kind}", profile_seconds, conns, pin)
     finally:
         bare.terminate()
         bare.wait(timeout=10)
@@ -295,12 +303,14 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def profiled(pid: int, url: str, script: str, name: str, seconds: int, conns: int) -> None:
+def profiled(
+    pid: int, url: str, script: str, name: str, seconds: int, conns: int, pin: bool
+) -> None:
     """One more run under `py-spy record --gil`; top functions to a text file."""
     raw = ROOT / f"var/bench/api-{name}-profile.raw"
     spy = profile(pid, seconds, raw)
     time.sleep(1)  # py-spy attaches
-    wrk(url, script, seconds, conns)
+    wrk(url, script, seconds, conns, pin=pin)
     spy.wait(timeout=seconds + 30)
     text = raw.with_suffix(".txt")
     text.write_text(top_frames(raw, 40))
@@ -485,8 +495,6 @@ async def main() -> None:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment"
     )
     args = parser.parse_args()
-    if args.pin:
-        PIN["wrk"] = ["taskset", "-c", "1"]
     if shutil.which("wrk") is None:
         sys.exit("bench_api: needs wrk (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -528,6 +536,7 @@ async def main() -> None:
                 args.connections,
                 args.runs,
                 args.profile,
+                args.pin,
             )
         if args.only != "api":
             assert worker.proc is not None

@@ -14,7 +14,7 @@ from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import ApiClient, Settings
 from web.errors import ApiError
-from web.routing import FORWARDED, internal_token, is_internal
+from web.routing import internal_token, is_internal
 
 log = get_logger("web.auth")
 
@@ -123,7 +123,7 @@ class Gate:
                 trace_id=headers.get("X-Trace-Id", "-"),
             )
             raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
-        if FORWARDED in headers and is_internal(request, self.token):
+        if is_internal(request, self.token):
             # Forwarded by another worker, which already counted it against the key.
             return
         limit = self._limits[client.name]

@@ -34,6 +34,7 @@ class Endpoints:
         self.gate = gate
         self.metrics = metrics
         self._open: set[str] = set()
+        self._catch_all: web.AbstractResource | None = None
 
     def add(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
         """Route `method path` to `handler`; `public` routes need no API key."""
@@ -47,9 +48,10 @@ class Endpoints:
 
     def finish(self) -> None:
         """Register the catch-all; call after every `add`."""
-        self.web_app.router.add_route(
+        route = self.web_app.router.add_route(
             "*", "/{_unmatched:.*}", self.wrap(UNMATCHED, self.unmatched, public=True)
         )  # `unmatched` asks for a key itself, under /api/v1/
+        self._catch_all = route.resource
 
     def wrap(self, route: str, handler: Handler, *, public: bool = False) -> Handler:
         gate = None if public else self.gate
@@ -103,7 +105,7 @@ class Endpoints:
         """The methods other routes accept for this path (empty: no such path)."""
         allowed: set[str] = set()
         for resource in self.web_app.router.resources():
-            if resource.canonical == "/{_unmatched}":
+            if resource is self._catch_all:
                 continue
             match, methods = await resource.resolve(request)
             if match is None:
