@@ -589,6 +589,7 @@ async def run(args: argparse.Namespace) -> None:
         for proc in (worker, outputs):
             if proc is not None and proc.proc is not None and proc.proc.poll() is None:
                 proc.stop()
+        deployment.drop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

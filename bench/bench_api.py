@@ -559,6 +559,7 @@ async def main() -> None:
         worker.ensure_stopped()
         if outputs is not None:
             outputs.ensure_stopped()
+        deployment.drop()
         if not os.environ.get("BENCH_VERBOSE"):
             shutil.rmtree(tmp, ignore_errors=True)
         else:

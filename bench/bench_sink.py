@@ -55,6 +55,7 @@ from tables.db import Database
 from tables.ledger import INSERT_LEDGER, LEDGER_COLUMNS, ledger_rows
 from tables.sink import POSITION_COLUMNS, UPSERT_POSITION, PostgresSink, coalesce, position_row
 from tables.snapshots import Snapshots
+from tests.support.cleanup import drop
 
 CFG = EngineConfig()
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -113,8 +114,8 @@ class Rig:
     async def __aexit__(self, *exc: object) -> None:
         assert self.producer is not None and self.db.pool is not None
         await self.producer.stop()
-        await self.db.pool.execute(f'DROP SCHEMA "{self.settings.postgres_schema}" CASCADE')
         await self.db.stop()
+        await drop(app_ids=[self.settings.app_id], schemas=[self.settings.postgres_schema])
 
     async def produce(self, books: Sequence[Book]) -> None:
         assert self.producer is not None

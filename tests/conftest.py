@@ -9,14 +9,20 @@ from tests.support.worker import Deployment, WorkerProcess
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Deployment:
-    return Deployment(tmp_path)
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A deployment of its own, dropped (topics, queues, schema) at teardown."""
+    made = Deployment(tmp_path)
+    yield made
+    made.drop()
 
 
 @pytest.fixture
 def workers(deployment: Deployment) -> Iterator[list[WorkerProcess]]:
-    """Worker subprocesses started by a test; all are killed at teardown."""
+    """Worker subprocesses started by a test; all are killed at teardown, then the
+    deployments they ran in are dropped (a test may make more than `deployment`)."""
     started: list[WorkerProcess] = []
     yield started
     for w in started:
         w.ensure_stopped()
+    for d in {id(w.deployment): w.deployment for w in started}.values():
+        d.drop()

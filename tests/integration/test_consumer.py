@@ -13,6 +13,7 @@ from pm_streams.consumer import BatchConsumer
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
 from pm_streams.topics import ensure_topics
+from tests.support.cleanup import drop
 
 pytestmark = pytest.mark.integration
 
@@ -61,4 +62,5 @@ async def test_a_failed_first_batch_is_handled_again(failures: int) -> None:
         await asyncio.wait_for(consumer.done.wait(), timeout=60)
     finally:
         await consumer.stop()
+        await drop(app_ids=[settings.app_id])
     assert sorted(consumer.handled) == sorted(want)  # each once: no batch skipped or doubled

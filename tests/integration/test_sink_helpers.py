@@ -37,6 +37,7 @@ from pm_streams.settings import Settings
 from pm_streams.topics import ensure_topics
 from tables.db import Database
 from tables.sink import PostgresSink
+from tests.support.cleanup import drop
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = EngineConfig(size_reconcile_grace=0.0)
@@ -83,6 +84,7 @@ class Rig:
                         f'DROP SCHEMA IF EXISTS "{self.settings.postgres_schema}" CASCADE'
                     )
             await self.db.stop()
+        await drop(app_ids=[self.settings.app_id])
 
     @property
     def pool(self) -> asyncpg.Pool:

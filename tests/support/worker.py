@@ -20,6 +20,8 @@ import aiohttp
 import orjson
 
 from bridges.inbound import queue_arguments
+from pm_streams.names import OUTPUT_EVENT_TYPES
+from tests.support.cleanup import drop, run_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
@@ -43,6 +45,7 @@ class Deployment:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     partitions: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
+    dropped: bool = False
 
     @property
     def app_id(self) -> str:
@@ -87,6 +90,21 @@ class Deployment:
         )
         env.update(self.extra_env)
         return env
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue a worker of this deployment declares."""
+        inputs = [self.position_queue, self.order_queue]
+        outputs = [f"{self.output_prefix}.{t}" for t in OUTPUT_EVENT_TYPES]
+        return [*inputs, *(q + ".dlq" for q in inputs), *outputs]
+
+    def drop(self) -> None:
+        """Delete this deployment's topics, queues and schema (`tests.support.cleanup`);
+        its processes must have stopped. Once: later calls do nothing."""
+        if self.dropped:
+            return
+        self.dropped = True
+        run_sync(drop(app_ids=[self.app_id], queues=self.queues, schemas=[self.schema]))
 
 
 class WorkerProcess:
