@@ -71,7 +71,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, 
         yield deployment, worker
     finally:
         worker.ensure_stopped()
-        deployment.drop()
+        deployment.drop(strict=False)
 
 
 async def request(

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,20 @@ class Deployment:
         outputs = [f"{self.output_prefix}.{t}" for t in OUTPUT_EVENT_TYPES]
         return [*inputs, *(q + ".dlq" for q in inputs), *outputs]
 
-    def drop(self) -> None:
+    def drop(self, *, strict: bool = True) -> None:
         """Delete this deployment's topics, queues and schema (`tests.support.cleanup`);
-        its processes must have stopped. Once: later calls do nothing."""
+        its processes must have stopped. Once: later calls do nothing. Not `strict` (a
+        fixture's teardown): a failure is a warning, not an error of the test, which
+        was about something else (`tests/integration/test_cleanup.py` tests the drop)."""
         if self.dropped:
             return
         self.dropped = True
-        run_sync(drop(app_ids=[self.app_id], queues=self.queues, schemas=[self.schema]))
+        try:
+            run_sync(drop(app_ids=[self.app_id], queues=self.queues, schemas=[self.schema]))
+        except Exception as exc:
+            if strict:
+                raise
+            warnings.warn(f"could not drop {self.app_id}: {exc!r}", stacklevel=2)
 
 
 class WorkerProcess:
