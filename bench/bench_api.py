@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_api.py [--positions 1000] [--seconds 5] [--connections 16]
                                         [--rate 500] [--visibility-seconds 10]
                                         [--separate-outputs] [--stages] [--env NAME=VALUE]
-                                        [--profile SECONDS]
+                                        [--profile SECONDS] [--pin] [--outputs-nice N]
 
 Prints:
   1. at N open positions (default 1,000), `GET /api/v1/positions/{asset}` (rotating over
@@ -24,7 +24,8 @@ Prints:
      client until idle again. Target p99 <= 50 ms.
 
 `--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
-`pm-streams outputs` process (sink + republisher) beside it.
+`pm-streams outputs` process (sink + republisher) beside it; `--outputs-nice N` runs that
+process at nice level N.
 """
 
 from __future__ import annotations
@@ -347,7 +348,7 @@ async def visibility(
     and watch the portfolio totals changelog for the record that includes each one.
     `pids` (name -> pid): processes whose CPU time per event is printed. `stages`: also
     read the positions changelog for the time to each event's position record (this
-    client then scans every book record, a fifth of a core on the worker's cores)."""
+    client then scans every book record: ~10 % of a core more, on the worker's cores)."""
     app_id = deployment.app_id
     totals_topic = f"{app_id}-portfolio-totals-changelog"
     input_topic = f"{app_id}.position-events"
@@ -410,8 +411,8 @@ async def visibility(
     for k in range(total):
         i = rng.randrange(n)
         mark = f"{100 + i % 13}.{k % 97 + 1:02d}"
-        key = asset_name(i)
-        events.append((f"vis-{k}", key.encode(), update(key, str(1 + i % 7), mark, f"vis-{k}")))
+        key, trace = asset_name(i), f"vis-{k}"
+        events.append((trace, key.encode(), update(key, str(1 + i % 7), mark, trace)))
     pids = {**pids, "bench client": os.getpid()}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.monotonic()

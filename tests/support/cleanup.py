@@ -4,8 +4,8 @@ queues and Postgres schemas.
 Every test and bench run gets names of its own (an app id, a queue prefix, a schema).
 Left behind, they pile up run after run. A dev box held 984 topics, 2,767 queues
 (with ~8,000 unread messages each) and 1,059 schemas after a few sessions. On that
-broker, event→portfolio visibility p99 at 500 events/s was 254-358 ms. After a prune
-it was 107-147 ms, same code (bench/bench_api.py, README). So a run drops its own
+broker, event→portfolio visibility p99 at 500 events/s was 255-359 ms. After a prune
+it was 108-147 ms, same code (bench/bench_api.py, README). So a run drops its own
 names at teardown (`drop`), and `python -m tests.support.cleanup` prunes the leftovers
 of runs that died before theirs.
 """

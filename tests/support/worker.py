@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from bridges.inbound import queue_arguments
-from pm_streams.names import OUTPUT_EVENT_TYPES
+from pm_streams.names import OUTPUT_EVENT_TYPES, QueueNames
 from tests.support.cleanup import drop, run_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ class Deployment:
         """Every queue a worker of this deployment declares."""
         inputs = [self.position_queue, self.order_queue]
         outputs = [f"{self.output_prefix}.{t}" for t in OUTPUT_EVENT_TYPES]
-        return [*inputs, *(q + ".dlq" for q in inputs), *outputs]
+        return [*inputs, *map(QueueNames.dlq, inputs), *outputs]
 
     def drop(self, *, strict: bool = True) -> None:
         """Delete this deployment's topics, queues and schema (`tests.support.cleanup`);
