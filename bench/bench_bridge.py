@@ -20,7 +20,10 @@ import uuid
 from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aio_pika
 import orjson
@@ -34,6 +37,7 @@ from pm_streams.domain import EngineConfig, apply, book_to_bytes, parse_order_ex
 from pm_streams.metrics import Metrics
 from pm_streams.names import QueueNames
 from pm_streams.settings import Settings
+from tests.support.cleanup import drop
 
 URL = "amqp://guest:guest@127.0.0.1/"
 BOOTSTRAP = "127.0.0.1:9092"
@@ -68,17 +72,6 @@ async def create_topics(*names: str, partitions: int = 8) -> None:
         await admin.close()
 
 
-async def delete_topics(*names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.delete_topics(list(names))
-    except Exception as exc:
-        print(f"(topic cleanup failed: {exc!r})")
-    finally:
-        await admin.close()
-
-
 async def fill_queue(queue: str, bodies: list[bytes]) -> None:
     connection = await aio_pika.connect(URL)
     async with connection:
@@ -94,14 +87,6 @@ async def fill_queue(queue: str, bodies: list[bytes]) -> None:
                     for b in bodies[start : start + 2000]
                 )
             )
-
-
-async def delete_queues(*queues: str) -> None:
-    connection = await aio_pika.connect(URL)
-    async with connection:
-        channel = await connection.channel()
-        for q in queues:
-            await channel.queue_delete(q)
 
 
 async def raw_ceiling(queue: str, topic: str, n: int, prefetch: int) -> float:
@@ -214,8 +199,6 @@ async def outbound_rate(settings: Settings, n_changes: int) -> tuple[float, int]
         return events / (time.perf_counter() - started), events
     finally:
         await republisher.stop()
-        await delete_queues(*settings.queues.outputs)
-        await delete_topics(changelog, settings.kafka.outbox_topic)
 
 
 async def main(n: int) -> None:
@@ -246,8 +229,9 @@ async def main(n: int) -> None:
             f"({events} events; target >= 3,000/s)"
         )
     finally:
-        await delete_queues(raw_q, bridge_q, other_q, bridge_q + ".dlq", other_q + ".dlq")
-        await delete_topics(raw_topic, settings.kafka.input_topic)
+        inputs = (raw_q, bridge_q, other_q)
+        dlqs = map(QueueNames.dlq, (bridge_q, other_q))
+        await drop(app_ids=[settings.app_id], queues=[*inputs, *dlqs, *settings.queues.outputs])
 
 
 if __name__ == "__main__":
