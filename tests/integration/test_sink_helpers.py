@@ -10,7 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -77,14 +77,8 @@ class Rig:
         if self.producer is not None:
             await self.producer.stop()
         if self.db is not None:
-            pool = self.db.pool
-            if pool is not None:
-                with suppress(Exception):
-                    await pool.execute(
-                        f'DROP SCHEMA IF EXISTS "{self.settings.postgres_schema}" CASCADE'
-                    )
             await self.db.stop()
-        await drop(app_ids=[self.settings.app_id])
+        await drop(app_ids=[self.settings.app_id], schemas=[self.settings.postgres_schema])
 
     @property
     def pool(self) -> asyncpg.Pool:
