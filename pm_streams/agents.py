@@ -12,7 +12,7 @@ from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.portfolio import contribution, contributions_to_bytes
 from pm_streams.processing import Batch, step
-from pm_streams.reads import stored
+from pm_streams.reads import Reader
 from pm_streams.writes import on_behalf_of
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ CONTRIBUTIONS_PER_RECORD = 500
 def register(service: Service) -> None:
     app = service.app
     table = service.positions
+    read = Reader(table)
     cache = service.books
     gaps = GapReader(service.settings)
     marks = Watermarks(service.settings.partitions)
@@ -57,7 +58,7 @@ def register(service: Service) -> None:
         """Apply one event into `batch`; the exception of a failed event is returned."""
         started = time.perf_counter()
         cycle_from.setdefault(origin.message.tp.partition, offset)
-        current = batch.get(asset) or cache.decode(asset, stored(table, asset))
+        current = batch.get(asset) or cache.decode(asset, read.get(asset))
         try:
             result = step(current, payload, offset, service.clock.now(), service.engine)
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
@@ -109,7 +110,7 @@ def register(service: Service) -> None:
         for book, origin in books:
             write(book, origin)
         cycle_from.clear()
-        latest = (cache.decode(asset, stored(table, asset)) for asset in touched)
+        latest = (cache.decode(asset, read.get(asset)) for asset in touched)
         _contribute(service, [book for book in latest if book is not None])
 
     @app.agent(service.input_topic, name="positions", concurrency=1)

@@ -46,7 +46,7 @@ from pm_streams.names import (
     PORTFOLIO_HISTORY_TABLE,
     PORTFOLIO_TOTALS_TABLE,
 )
-from pm_streams.reads import stored
+from pm_streams.reads import Reader
 from pm_streams.topics import raw_topic
 from pm_streams.writes import on_behalf_of
 
@@ -534,6 +534,8 @@ class Portfolio:
         )
         self.window = settings.portfolio_window
         self._decoded: dict[str, tuple[bytes, Contribution]] = {}
+        self._stored_totals = Reader(self.totals_table)
+        self._stored_contribution = Reader(self.contrib)
         self._totals: tuple[bytes | None, Totals] = (None, Totals())
         self._last_emit = 0.0
         self._pending: Totals | None = None
@@ -547,7 +549,7 @@ class Portfolio:
     # -- reads (any worker; meaningful on the owner of the single partition)
 
     def totals(self) -> Totals:
-        raw = stored(self.totals_table, TOTALS_KEY)
+        raw = self._stored_totals.get(TOTALS_KEY)
         cached_raw, cached = self._totals
         if raw is cached_raw:
             return cached
@@ -556,7 +558,7 @@ class Portfolio:
         return t
 
     def contribution(self, asset: str) -> Contribution | None:
-        raw = stored(self.contrib, asset)
+        raw = self._stored_contribution.get(asset)
         if raw is None:
             return None
         hit = self._decoded.get(asset)
@@ -587,7 +589,7 @@ class Portfolio:
         Valid while the stored totals record is the same object: every applied
         contribution writes a new one, so an answer is never staler than the last change.
         """
-        raw = stored(self.totals_table, TOTALS_KEY)
+        raw = self._stored_totals.get(TOTALS_KEY)
         hit = self._rendered.get(kind)
         if hit is not None and hit[0] is raw and raw is not None:
             return hit[1]

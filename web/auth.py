@@ -64,6 +64,13 @@ class RateLimiter:
         if counted is None:
             counted = self._clients[name] = _Buckets()
         tick = math.floor(now * self.ticks_per_second)
+        last = counted.last
+        if last is not None and last[0] == tick and counted.total < limit:
+            # The common case: within the current bucket and under the limit even
+            # before expired buckets are dropped (the next tick drops them).
+            last[1] += 1
+            counted.total += 1
+            return None
         buckets = counted.buckets
         horizon = tick - self._span  # a bucket before it ended over 60 s ago
         while buckets and buckets[0][0] < horizon:
@@ -74,7 +81,9 @@ class RateLimiter:
         if last is not None and last[0] == tick:
             last[1] += 1
         else:
-            buckets.append([tick, 1])
+            last = [tick, 1]
+            buckets.append(last)
+        counted.last = last
         counted.total += 1
         return None
 
@@ -89,10 +98,11 @@ class RateLimiter:
 
 
 class _Buckets:
-    __slots__ = ("buckets", "total")
+    __slots__ = ("buckets", "last", "total")
 
     def __init__(self) -> None:
         self.buckets: deque[list[int]] = deque()  # [tick, requests], oldest first
+        self.last: list[int] | None = None  # the newest bucket (`buckets[-1]`)
         self.total = 0
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dict
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
-from pm_streams.reads import stored
+from pm_streams.reads import Reader, stored
 from web import commands
 from web.auth import Gate
 from web.endpoints import Endpoints
@@ -127,9 +127,12 @@ class Handlers:
         self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
         self.positions_changelog = service.settings.kafka.positions_changelog
-        # (asset, mode) -> (stored record, total exposure, valid until (epoch s), JSON): a
-        # position's answer changes only with its record, the exposure, or the minute.
-        self._rendered: dict[tuple[str, str], tuple[Any, Decimal, float, bytes]] = {}
+        # (asset, mode) -> (assignment, stored record, stored totals record (or
+        # `_REMOTE`), total exposure, valid until (epoch s), JSON): a position's answer
+        # changes only with its owner, its record, the exposure, or the minute.
+        self._rendered: dict[tuple[str, str], tuple[object, Any, Any, Decimal, float, bytes]] = {}
+        self._positions = Reader(service.positions)
+        self._totals = Reader(service.portfolio.totals_table)
 
     # ------------------------------------------------------------------ helpers
 
@@ -265,34 +268,45 @@ class Handlers:
     async def position(self, request: web.Request) -> web.StreamResponse:
         asset = request.match_info["asset"]
         mode = request.query.get("mode", "one-way") if request.query_string else "one-way"
-        key = (asset, mode)
-        hit = self._rendered.get(key)
+        hit = self._rendered.get((asset, mode))
         if hit is None:  # a rendered answer's asset and mode were valid
             parse_asset(asset)
             check_mode(mode)
         router = self.router
+        assignment = router.assignment()  # 503 while partitions are being reassigned
+        if (
+            hit is not None
+            and hit[0] is assignment  # so this worker still owns the asset and the totals
+            and hit[1] is self._positions.get(asset)
+            and hit[2] is self._totals.get(TOTALS_KEY)
+            and self.service.clock.timestamp() < hit[4]
+        ):
+            return _raw_json(hit[5])
         dest = router.owner(POSITIONS_TABLE, asset)
         if dest is not None:
             return await router.forward(dest, request)
         # A single position's request is never a fan-out part: no passed-along total.
         totals_owner = router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
         if totals_owner is None:
+            totals_raw = self._totals.get(TOTALS_KEY)
             exposure: Decimal = self.live.totals().exposure
         else:
+            totals_raw = _REMOTE
             exposure = await self.remote_exposure(totals_owner, request)
-        raw = stored(self.service.positions, asset)
+        raw = self._positions.get(asset)
         clock = self.service.clock
-        if hit is not None and hit[0] is raw and hit[1] == exposure and clock.timestamp() < hit[2]:
-            return _raw_json(hit[3])
-        now = clock.now()
-        book = self.service.books.decode(asset, raw)
-        views = self.leg_views(book, mode, exposure, now, True) if book else []
-        if not views or book is None:
-            raise ApiError(404, "not_found", f"no {mode} position for {asset}")
-        body = orjson.dumps(views[0])
+        if hit is not None and hit[1] is raw and hit[3] == exposure and clock.timestamp() < hit[4]:
+            until, body = hit[4], hit[5]  # the same record and exposure: the same answer
+        else:
+            now = clock.now()
+            book = self.service.books.decode(asset, raw)
+            views = self.leg_views(book, mode, exposure, now, True) if book else []
+            if not views or book is None:
+                raise ApiError(404, "not_found", f"no {mode} position for {asset}")
+            until, body = _held_changes_at(book, now).timestamp(), orjson.dumps(views[0])
         if len(self._rendered) > 20_000:
             self._rendered.clear()
-        self._rendered[key] = (raw, exposure, _held_changes_at(book, now).timestamp(), body)
+        self._rendered[(asset, mode)] = (assignment, raw, totals_raw, exposure, until, body)
         return _raw_json(body)
 
     # ------------------------------------------------------------------ portfolio
@@ -398,6 +412,9 @@ class Handlers:
         return json_response(body, 503 if status == "unhealthy" else 200)
 
 
+_REMOTE = object()
+"""Stands for the totals record in a rendered answer whose exposure came from another
+worker: never the stored record, so such an answer is checked against the exposure."""
 _MINUTE = timedelta(minutes=1)
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 

@@ -109,6 +109,17 @@ class Router:
         self._owners[(table, key)] = dest
         return dest
 
+    def assignment(self) -> object:
+        """The current partition assignment, as an object that is replaced on every
+        rebalance; 503 while one is in progress. An answer computed under one
+        assignment stays routed right while this returns the same object."""
+        app = self.app
+        if app.rebalancing or app.in_recovery:
+            raise unavailable("partitions are being reassigned")
+        if self._assignor is None:
+            self._assignor = app.assignor
+        return getattr(self._assignor, "_tps_url", None)
+
     def owns(self, table: str, key: str) -> bool:
         try:
             return self.owner(table, key) is None
