@@ -89,12 +89,7 @@ class Router:
         On every API request, so a dict hit: Faust replaces the assignor's
         partition -> URL map on every rebalance, and the cache lives as long as it.
         """
-        app = self.app
-        if app.rebalancing or app.in_recovery:  # `_check_ready`, inlined: every request
-            raise unavailable("partitions are being reassigned")
-        if self._assignor is None:
-            self._assignor = app.assignor  # a cached property: one object per app
-        assignment = getattr(self._assignor, "_tps_url", None)
+        assignment = self.assignment()
         if assignment is not self._owners_of or len(self._owners) > 100_000:
             self._owners = {}
             self._owners_of = assignment
@@ -102,7 +97,7 @@ class Router:
         if found is not _UNKNOWN:
             return found
         try:
-            url = URL(app.router.key_store(table, key))
+            url = URL(self.app.router.key_store(table, key))
         except (KeyError, TypeError, ValueError):
             raise unavailable("no worker owns this partition yet") from None
         dest = None if _ident(url) == self._own else url
@@ -114,10 +109,10 @@ class Router:
         rebalance; 503 while one is in progress. An answer computed under one
         assignment stays routed right while this returns the same object."""
         app = self.app
-        if app.rebalancing or app.in_recovery:
+        if app.rebalancing or app.in_recovery:  # `_check_ready`, inlined: every request
             raise unavailable("partitions are being reassigned")
         if self._assignor is None:
-            self._assignor = app.assignor
+            self._assignor = app.assignor  # a cached property: one object per app
         return getattr(self._assignor, "_tps_url", None)
 
     def owns(self, table: str, key: str) -> bool:
