@@ -40,11 +40,8 @@ class Metrics:
     )
 
     def inc(self, name: str, n: int = 1, **labels: str) -> None:
-        self.inc_series(name, _labels(labels), n)
-
-    def inc_series(self, name: str, key: Labels, n: int = 1) -> None:
-        """`inc` with labels already made a key by `series_key` (per-request paths)."""
         series = self.counters[name]
+        key = _labels(labels)
         series[key] = series.get(key, 0) + n
 
     def counter_series(self, name: str) -> dict[Labels, int]:

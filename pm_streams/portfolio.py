@@ -548,8 +548,14 @@ class Portfolio:
 
     # -- reads (any worker; meaningful on the owner of the single partition)
 
+    def totals_record(self) -> bytes | None:
+        """The stored totals record: a new object with every applied change, so a
+        value derived from it is current while the record is the same object."""
+        raw: bytes | None = self._stored_totals.get(TOTALS_KEY)
+        return raw
+
     def totals(self) -> Totals:
-        raw = self._stored_totals.get(TOTALS_KEY)
+        raw = self.totals_record()
         cached_raw, cached = self._totals
         if raw is cached_raw:
             return cached
@@ -589,7 +595,7 @@ class Portfolio:
         Valid while the stored totals record is the same object: every applied
         contribution writes a new one, so an answer is never staler than the last change.
         """
-        raw = self._stored_totals.get(TOTALS_KEY)
+        raw = self.totals_record()
         hit = self._rendered.get(kind)
         if hit is not None and hit[0] is raw and raw is not None:
             return hit[1]

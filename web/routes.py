@@ -132,7 +132,6 @@ class Handlers:
         # changes only with its owner, its record, the exposure, or the minute.
         self._rendered: dict[tuple[str, str], tuple[object, Any, Any, Decimal, float, bytes]] = {}
         self._positions = Reader(service.positions)
-        self._totals = Reader(service.portfolio.totals_table)
 
     # ------------------------------------------------------------------ helpers
 
@@ -278,7 +277,7 @@ class Handlers:
             hit is not None
             and hit[0] is assignment  # so this worker still owns the asset and the totals
             and hit[1] is self._positions.get(asset)
-            and hit[2] is self._totals.get(TOTALS_KEY)
+            and hit[2] is self.live.totals_record()
             and self.service.clock.timestamp() < hit[4]
         ):
             return _raw_json(hit[5])
@@ -288,7 +287,7 @@ class Handlers:
         # A single position's request is never a fan-out part: no passed-along total.
         totals_owner = router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
         if totals_owner is None:
-            totals_raw = self._totals.get(TOTALS_KEY)
+            totals_raw = self.live.totals_record()
             exposure: Decimal = self.live.totals().exposure
         else:
             totals_raw = _REMOTE
