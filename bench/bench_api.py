@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--positions 1000] [--seconds 5] [--connections 16]
                                         [--rate 500] [--visibility-seconds 10]
+                                        [--warmup-seconds 40]
                                         [--separate-outputs] [--stages] [--env NAME=VALUE]
                                         [--profile SECONDS] [--pin] [--outputs-nice N]
 
@@ -21,7 +22,11 @@ Prints:
      names the last portfolio-topic offset it took, the portfolio topic carries the
      event's trace id); with `--stages` also to its positions changelog record. p50 / p99
      / max, and the CPU time per event of the worker, the outputs process and this
-     client until idle again. Target p99 <= 50 ms.
+     client until idle again. Target p99 <= 50 ms. Before it, `--warmup-seconds` (40) of
+     the same load, unmeasured, and the worker's first round of periodic snapshots: a
+     broker whose JVM has just started gives a p99 of 100-200 ms for its first minute of
+     load, and that round (one snapshot per position, within a minute of the worker's
+     start) is a burst of its own (README, Benchmarks, session 10).
 
 `--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
 `pm-streams outputs` process (sink + republisher) beside it; `--outputs-nice N` runs that
@@ -336,6 +341,51 @@ def update(asset: str, size: str, mark: str, trace: str) -> bytes:
     )
 
 
+def build_events(n: int, total: int, prefix: str, seed: int) -> list[tuple[str, bytes, bytes]]:
+    """(trace id, key, value) of `total` position updates for random assets of the `n`."""
+    rng = random.Random(seed)
+    events = []
+    for k in range(total):
+        i = rng.randrange(n)
+        mark = f"{100 + i % 13}.{k % 97 + 1:02d}"
+        key, trace = asset_name(i), f"{prefix}-{k}"
+        events.append((trace, key.encode(), update(key, str(1 + i % 7), mark, trace)))
+    return events
+
+
+async def send_paced(
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: list[tuple[str, bytes, bytes]],
+    rate: int,
+    sent: dict[str, float],
+) -> float:
+    """Produce `events` at `rate`/s, noting each one's send time in `sent`; wait until the
+    broker has them all and return the rate achieved."""
+    start = time.monotonic()
+    pending = []
+    for k, (trace, key_bytes, value) in enumerate(events):
+        delay = start + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[trace] = time.time()
+        pending.append(await producer.send(topic, key=key_bytes, value=value))
+    achieved = len(events) / (time.monotonic() - start)
+    await asyncio.gather(*pending)
+    return achieved
+
+
+async def first_snapshots(worker: WorkerProcess, n: int, timeout: float = 180.0) -> None:
+    """Wait until the worker has snapshotted each of the `n` open positions once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, text = await worker.get("/metrics")
+        if _metric(text, "pm_snapshots_total") >= n:
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"the worker took fewer than {n} snapshots in {timeout:.0f} s")
+
+
 async def visibility(
     deployment: Deployment,
     n: int,
@@ -343,12 +393,19 @@ async def visibility(
     seconds: float,
     pids: dict[str, int],
     stages: bool = False,
+    warmup: float = 0.0,
+    worker: WorkerProcess | None = None,
 ) -> None:
     """Produce canonical events to the input topic (the bridge is benched by bench_bridge)
     and watch the portfolio totals changelog for the record that includes each one.
     `pids` (name -> pid): processes whose CPU time per event is printed. `stages`: also
     read the positions changelog for the time to each event's position record (this
-    client then scans every book record: ~10 % of a core more, on the worker's cores)."""
+    client then scans every book record: ~10 % of a core more, on the worker's cores).
+    `warmup`: seconds of the same load first, unmeasured, then until `worker` has taken
+    its first round of periodic snapshots (one per open position, due within a minute of
+    its start) and every process is idle again: a freshly started broker JVM is slow
+    until its JIT has compiled the hot path, and that snapshot round is a burst of its own
+    that would otherwise land in the measured seconds."""
     app_id = deployment.app_id
     totals_topic = f"{app_id}-portfolio-totals-changelog"
     input_topic = f"{app_id}.position-events"
@@ -368,9 +425,21 @@ async def visibility(
         fetch_max_wait_ms=200,
         fetch_min_bytes=1024 * 1024,
     )
-    await consumer.start()
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
     await producer.start()
+    if warmup > 0:
+        started = time.monotonic()
+        warm = build_events(n, int(rate * warmup), "warm", seed=11)
+        achieved = await send_paced(producer, input_topic, warm, rate, {})
+        if worker is not None:
+            await first_snapshots(worker, n)
+        for pid in pids.values():
+            await wait_idle(pid)
+        print(
+            f"   warm-up: {len(warm):,} events at {achieved:,.0f}/s, unmeasured; the first "
+            f"snapshot round done and idle again after {time.monotonic() - started:.1f} s"
+        )
+    await consumer.start()
     sent: dict[str, float] = {}
     written: dict[str, float] = {}
     contributed: dict[str, int] = {}  # trace -> offset of its contribution record
@@ -395,38 +464,21 @@ async def visibility(
                         for m in VIS_TRACE.finditer(rec.value):
                             contributed.setdefault(m.group(1).decode(), rec.offset)
                     else:
-                        m = LAST_OFFSET.search(rec.value)
-                        if m is not None:
-                            totals.append((int(m.group(1)), rec.timestamp / 1000))
+                        last = LAST_OFFSET.search(rec.value)
+                        if last is not None:
+                            totals.append((int(last.group(1)), rec.timestamp / 1000))
             if done.is_set() and (covered() >= len(sent) or time.monotonic() > drain_end):
                 return
 
     await consumer.getmany(timeout_ms=500)  # positioned at the end before producing
     drain_end = float("inf")
     task = asyncio.create_task(consume())
-    rng = random.Random(7)
     total = int(rate * seconds)
     # Built before the clock starts: this client shares the worker's two cores.
-    events = []
-    for k in range(total):
-        i = rng.randrange(n)
-        mark = f"{100 + i % 13}.{k % 97 + 1:02d}"
-        key, trace = asset_name(i), f"vis-{k}"
-        events.append((trace, key.encode(), update(key, str(1 + i % 7), mark, trace)))
+    events = build_events(n, total, "vis", seed=7)
     pids = {**pids, "bench client": os.getpid()}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    start = time.monotonic()
-    pending = []
-    for k, (trace, key_bytes, value) in enumerate(events):
-        delay = start + k / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent[trace] = time.time()
-        pending.append(await producer.send(input_topic, key=key_bytes, value=value))
-    achieved = total / (time.monotonic() - start)
-    for fut in pending:
-        meta = await fut
-        del meta
+    achieved = await send_paced(producer, input_topic, events, rate, sent)
     drain_end = time.monotonic() + 30
     done.set()
     await task
@@ -502,6 +554,12 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="alternating runs per side")
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--visibility-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=40.0,
+        help="unmeasured load at --rate before the visibility run (0: none)",
+    )
     parser.add_argument("--only", choices=("api", "visibility"), default=None)
     parser.add_argument("--separate-outputs", action="store_true")
     parser.add_argument("--stages", action="store_true")
@@ -575,6 +633,8 @@ async def main() -> None:
                 args.visibility_seconds,
                 pids,
                 args.stages,
+                args.warmup_seconds,
+                worker,
             )
             _, metrics = await worker.get("/metrics")
             print("   worker means (ms):")

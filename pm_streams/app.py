@@ -108,10 +108,11 @@ def faust_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=max(settings.session_timeout, 10.0),
         consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
-        # Batch produce requests for up to 5 ms: every applied change produces several
+        # Batch produce requests (default 5 ms): every applied change produces several
         # records (changelogs, the portfolio contribution); one request per record
-        # made the broker's CPU the bottleneck (bench/bench_api.py: ~2x throughput).
-        producer_linger=0.005,
+        # made the broker's CPU the bottleneck (bench/bench_api.py: ~2x throughput),
+        # and 0 gave a worse visibility p99 at 500 events/s (README, session 10).
+        producer_linger=settings.producer_linger,
         stream_recovery_delay=0.0,
         # A processing error must not silently ack an event: the agent catches
         # its own errors and dead-letters them, anything else is a crash.

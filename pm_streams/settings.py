@@ -83,6 +83,8 @@ class Settings:
     event after a quiet spell is taken at once. 10 ms, not 5: fewer, larger batches left
     the CPU headroom that cut visibility p99 at 500 events/s from 108-206 ms to 48-71 ms
     (bench_api.py, README)."""
+    producer_linger: float = 0.005
+    """How long (s) the Kafka producer holds a record for more to the same partition."""
     outputs: str = "worker"
     """Where the Postgres sink and the RabbitMQ republisher run: "worker" (inside every
     worker, SPEC §10a) or "separate" (workers leave them to `pm-streams outputs`)."""
@@ -226,6 +228,7 @@ class _Reader:
             instance_id=g(P + "INSTANCE_ID", _name, None),
             batch_max=g(P + "BATCH_MAX", _positive_int, d.batch_max),
             batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),
+            producer_linger=g(P + "PRODUCER_LINGER", _non_negative_float, d.producer_linger),
             outputs=g(P + "OUTPUTS", _outputs, d.outputs),
             postgres_host=g("POSTGRES_HOST", str, d.postgres_host),
             postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),

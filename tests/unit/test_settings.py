@@ -1,0 +1,29 @@
+"""Settings read from the environment: the producer linger reaches Faust's producer."""
+
+from __future__ import annotations
+
+import pytest
+
+from pm_streams.app import faust_app
+from pm_streams.settings import Settings, SettingsError
+
+
+def test_producer_linger_defaults_to_5_ms_and_reaches_the_faust_app() -> None:
+    settings = Settings.from_env({"POSITION_MANAGER_APP_ID": "pmtest-settings"})
+    assert settings.producer_linger == 0.005
+    assert faust_app(settings).conf.producer_linger == 0.005
+
+
+def test_producer_linger_may_be_zero() -> None:
+    settings = Settings.from_env(
+        {"POSITION_MANAGER_APP_ID": "pmtest-settings", "POSITION_MANAGER_PRODUCER_LINGER": "0"}
+    )
+    assert settings.producer_linger == 0.0
+    assert faust_app(settings).conf.producer_linger == 0.0
+
+
+@pytest.mark.parametrize("raw", ["-0.001", "soon", "nan"])
+def test_a_bad_producer_linger_names_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"POSITION_MANAGER_PRODUCER_LINGER": raw})
+    assert caught.value.variable == "POSITION_MANAGER_PRODUCER_LINGER"
