@@ -375,17 +375,6 @@ async def send_paced(
     return achieved
 
 
-async def first_snapshots(worker: WorkerProcess, n: int, timeout: float = 180.0) -> None:
-    """Wait until the worker has snapshotted each of the `n` open positions once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, text = await worker.get("/metrics")
-        if _metric(text, "pm_snapshots_total") >= n:
-            return
-        await asyncio.sleep(1.0)
-    raise TimeoutError(f"the worker took fewer than {n} snapshots in {timeout:.0f} s")
-
-
 async def visibility(
     deployment: Deployment,
     n: int,
@@ -431,8 +420,10 @@ async def visibility(
         started = time.monotonic()
         warm = build_events(n, int(rate * warmup), "warm", seed=11)
         achieved = await send_paced(producer, input_topic, warm, rate, {})
-        if worker is not None:
-            await first_snapshots(worker, n)
+        if worker is not None:  # one snapshot per open position: the first round is done
+            await worker.wait_for(
+                "/metrics", lambda _, text: _metric(text, "pm_snapshots_total") >= n, timeout=180
+            )
         for pid in pids.values():
             await wait_idle(pid)
         print(
