@@ -95,6 +95,9 @@ class Settings:
     postgres_user: str = "position_manager"
     postgres_password: str = "position_manager"
     postgres_schema: str = "public"
+    postgres_sslmode: str = "prefer"
+    """libpq's `sslmode` for every Postgres connection (`prefer`: asyncpg's default, TLS
+    when the server offers it, unverified); `verify-full` for a Postgres across a network."""
     # rabbitmq
     rabbitmq_host: str = "127.0.0.1"
     rabbitmq_port: int = 5672
@@ -119,6 +122,7 @@ class Settings:
         return (
             f"postgresql://{self.postgres_user}:{self.postgres_password}"
             f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+            f"?sslmode={self.postgres_sslmode}"
         )
 
     @property
@@ -236,6 +240,7 @@ class _Reader:
             postgres_user=g("POSTGRES_USER", str, d.postgres_user),
             postgres_password=g("POSTGRES_PASSWORD", str, d.postgres_password),
             postgres_schema=g(P + "POSTGRES_SCHEMA", _identifier, d.postgres_schema),
+            postgres_sslmode=g("POSTGRES_SSLMODE", _sslmode, d.postgres_sslmode),
             rabbitmq_host=g("RABBITMQ_HOST", str, d.rabbitmq_host),
             rabbitmq_port=g("RABBITMQ_PORT", _port, d.rabbitmq_port),
             rabbitmq_user=g("RABBITMQ_USER", str, d.rabbitmq_user),
@@ -354,6 +359,15 @@ def _http_url(raw: str) -> str:
 def _store(raw: str) -> str:
     if raw not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb://")
+    return raw
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _sslmode(raw: str) -> str:
+    if raw not in SSL_MODES:
+        raise ValueError(f"must be one of {', '.join(SSL_MODES)}")
     return raw
 
 

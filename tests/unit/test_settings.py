@@ -1,4 +1,5 @@
-"""Settings read from the environment: the producer linger reaches Faust's producer."""
+"""Settings read from the environment: the producer linger reaches Faust's producer, the
+Postgres sslmode the DSN."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def test_a_bad_producer_linger_names_the_variable(raw: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"POSITION_MANAGER_PRODUCER_LINGER": raw})
     assert caught.value.variable == "POSITION_MANAGER_PRODUCER_LINGER"
+
+
+def test_postgres_sslmode_defaults_to_prefer_and_reaches_the_dsn() -> None:
+    assert Settings.from_env({}).postgres_dsn.endswith("?sslmode=prefer")
+    settings = Settings.from_env({"POSTGRES_SSLMODE": "verify-full"})
+    assert settings.postgres_dsn.endswith("@127.0.0.1:5432/position_manager?sslmode=verify-full")
+
+
+def test_a_bad_postgres_sslmode_names_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"POSTGRES_SSLMODE": "on"})
+    assert caught.value.variable == "POSTGRES_SSLMODE"
