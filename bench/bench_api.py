@@ -23,8 +23,8 @@ Prints:
      event's trace id); with `--stages` also to its positions changelog record. p50 / p99
      / max, and the CPU time per event of the worker, the outputs process and this
      client until idle again, and how many periodic snapshots the worker took meanwhile
-     (its first round, one per open position, starts a minute after its start and is
-     paced over 5 % of the snapshot interval). Target p99 <= 50 ms. Before it,
+     (its first round, one per open position, starts a minute after its start and is taken
+     in groups paced over 5 % of the snapshot interval). Target p99 <= 50 ms. Before it,
      `--warmup-seconds` (40) of the same load, unmeasured: a broker whose JVM has just
      started gives a p99 of 100-200 ms for its first minute of load (README, Benchmarks,
      session 10).
@@ -394,7 +394,7 @@ async def visibility(
     `warmup`: seconds of the same load first, unmeasured, then until every process is idle
     again: a freshly started broker JVM is slow until its JIT has compiled the hot path.
     The worker's first round of periodic snapshots (one per open position, from a minute
-    after its start, paced over 5 % of the snapshot interval) runs on through the
+    after its start, in groups paced over 5 % of the snapshot interval) runs on through the
     measured seconds, as it would in any hour of production."""
     app_id = deployment.app_id
     totals_topic = f"{app_id}-portfolio-totals-changelog"

@@ -1,13 +1,14 @@
-"""Periodic snapshot rounds (`tables.snapshots.Snapshots._round`): paced over the spread,
-each leg read again just before its snapshot. Postgres and Kafka are left out here:
+"""Periodic snapshot rounds (`tables.snapshots.Snapshots._round`): taken in groups paced
+over the spread, each leg read again just before its snapshot. Postgres and Kafka are left out here:
 `take` and `stored_exposure` are recorded instead; the integration tests of
 test_snapshots.py run the whole round against real services."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from pm_streams.clock import SystemClock
 from pm_streams.domain import Position
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
-from tables.snapshots import Snapshots
+from tables.snapshots import ROUND_GROUP, Snapshots
 
 
 def leg(asset: str, *, size: str = "1", snapshot_age: float | None = None) -> Position:
@@ -58,7 +59,7 @@ class Live:
 
 
 class Recorded(Snapshots):
-    def __init__(self, live: Live, interval: float = 3600.0) -> None:
+    def __init__(self, live: Live, interval: float = 3600.0, fail: Collection[str] = ()) -> None:
         settings = dataclasses.replace(
             Settings.from_env({"POSITION_MANAGER_APP_ID": "pmtest-rounds"}),
             snapshot_interval=interval,
@@ -66,6 +67,7 @@ class Recorded(Snapshots):
         super().__init__(settings, Metrics(), SystemClock(), None, live, None)  # type: ignore[arg-type]
         self.taken: list[tuple[float, str, Decimal]] = []  # (monotonic s, asset, exposure)
         self.exposure_reads = 0
+        self.fail = fail  # assets whose snapshot raises
 
     async def stored_exposure(self) -> Decimal:
         self.exposure_reads += 1
@@ -74,22 +76,36 @@ class Recorded(Snapshots):
     async def take(
         self, leg: Position, trace_id: str | None = None, *, exposure: Decimal
     ) -> dict[str, Any]:
+        if leg.asset in self.fail:
+            raise ConnectionError("postgres: connection refused")
         self.taken.append((time.monotonic(), leg.asset, exposure))
         return {}
 
 
-async def test_a_round_is_paced_evenly_over_its_spread() -> None:
-    assets = [f"A{i}USDT" for i in range(5)]
+async def test_a_round_is_taken_in_groups_paced_evenly_over_its_spread() -> None:
+    assets = [f"A{i}USDT" for i in range(2 * ROUND_GROUP + 3)]  # three groups
     snapshots = Recorded(Live([leg(a) for a in assets]))
     started = time.monotonic()
-    await snapshots._round([(a, "one-way") for a in assets], spread=0.5)
-    assert [a for _, a, _ in snapshots.taken] == assets
-    gaps = [b[0] - a[0] for a, b in zip(snapshots.taken, snapshots.taken[1:], strict=False)]
-    assert all(0.09 <= g < 1.0 for g in gaps), gaps  # 0.5 s / 5 legs
-    assert snapshots.taken[0][0] - started < 0.05  # the first one at once
+    await snapshots._round([(a, "one-way") for a in assets], spread=0.6)
+    assert sorted(a for _, a, _ in snapshots.taken) == sorted(assets)
+    times = sorted(t - started for t, _, _ in snapshots.taken)
+    groups = [times[:ROUND_GROUP], times[ROUND_GROUP : 2 * ROUND_GROUP], times[2 * ROUND_GROUP :]]
+    assert all(g[-1] - g[0] < 0.1 for g in groups), times  # a group is taken together
+    assert groups[0][0] < 0.1  # the first one at once
+    gaps = [b[0] - a[-1] for a, b in itertools.pairwise(groups)]
+    assert all(0.15 <= g < 1.0 for g in gaps), gaps  # 0.6 s / 3 groups
     # One exposure read serves the whole (short) round.
     assert snapshots.exposure_reads == 1
     assert {e for _, _, e in snapshots.taken} == {Decimal(1000)}
+
+
+async def test_a_failed_snapshot_ends_the_round_after_its_group() -> None:
+    assets = [f"F{i}USDT" for i in range(2 * ROUND_GROUP)]
+    snapshots = Recorded(Live([leg(a) for a in assets]), fail={"F3USDT"})
+    await snapshots._round([(a, "one-way") for a in assets], spread=0)
+    assert sorted(a for _, a, _ in snapshots.taken) == sorted(
+        a for a in assets[:ROUND_GROUP] if a != "F3USDT"
+    )
 
 
 async def test_legs_are_read_again_before_their_snapshot() -> None:
