@@ -39,9 +39,10 @@ log = get_logger("tables.snapshots")
 
 RETENTION_EVERY = 24 * 3600.0
 ROUND_SPREAD = 0.05
-"""A periodic round is spread over this share of the snapshot interval (3 min of 1 h):
-a leg is due at 0.9 of the interval, found within a tick (at most 60 s) and taken
-within the spread, so it is snapshotted again well within the interval."""
+"""A periodic round is spread over this share of the snapshot interval (3 min of 1 h).
+A leg is due at 0.9 of the interval, found within a tick (a tenth of the interval, at
+most 60 s) and taken within the spread: within the interval for intervals of 20 min and
+up, within 1.05 of it for shorter ones."""
 ROUND_GROUP = 16
 """Snapshots of a periodic round taken together (see `Snapshots._round`)."""
 EXPOSURE_MAX_AGE = 10.0
