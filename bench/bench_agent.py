@@ -162,6 +162,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SERVICE_PROCESSES = {"kafka": "kafka.Kafka", "rabbitmq": "beam.smp", "postgres": "postgres"}
+"""Name -> a string in the command line of the local services' processes (`scripts/services`)."""
+
+
+def service_pids() -> dict[str, list[int]]:
+    """The pids of the local Kafka, RabbitMQ and Postgres processes, by service."""
+    found: dict[str, list[int]] = {name: [] for name in SERVICE_PROCESSES}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for name, marker in SERVICE_PROCESSES.items():
+            if marker in cmdline:
+                found[name].append(int(entry.name))
+    return found
+
+
+def sched_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on a CPU, runnable but waiting for one) seconds so far, summed over every thread of
+    `pids` (Linux `/proc/<pid>/task/<tid>/schedstat`). Waiting close to running means the
+    processes queue for the machine's CPUs, whatever their own code does."""
+    run = wait = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                on_cpu, queued, _ = (task / "schedstat").read_text().split()
+            except (OSError, ValueError):
+                continue
+            run += int(on_cpu)
+            wait += int(queued)
+    return run / 1e9, wait / 1e9
+
+
 async def wait_idle(pid: int, below: float = 0.15, timeout: float = 120.0) -> float:
     """Wait until the process uses less than `below` of a core over 1 s; return the wait."""
     started = time.monotonic()

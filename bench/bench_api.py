@@ -22,12 +22,13 @@ Prints:
      names the last portfolio-topic offset it took, the portfolio topic carries the
      event's trace id); with `--stages` also to its positions changelog record. p50 / p99
      / max, and the CPU time per event of the worker, the outputs process and this
-     client until idle again, and how many periodic snapshots the worker took meanwhile
-     (its first round, one per open position, starts a minute after its start and is taken
-     in groups paced over 5 % of the snapshot interval). Target p99 <= 50 ms. Before it,
-     `--warmup-seconds` (40) of the same load, unmeasured: a broker whose JVM has just
-     started gives a p99 of 100-200 ms for its first minute of load (README, Benchmarks,
-     session 10).
+     client until idle again, each process's time on a CPU and runnable but waiting for
+     one while sending (also Kafka, RabbitMQ, Postgres), and how many periodic snapshots
+     the worker took meanwhile (its first round, one per open position, starts a minute
+     after its start and is taken in groups paced over 5 % of the snapshot interval).
+     Target p99 <= 50 ms. Before it, `--warmup-seconds` (40) of the same load,
+     unmeasured: a broker whose JVM has just started gives a p99 of 100-200 ms for its
+     first minute of load (README, Benchmarks, session 10).
 
 `--separate-outputs`: the worker with `POSITION_MANAGER_OUTPUTS=separate` and a
 `pm-streams outputs` process (sink + republisher) beside it; `--outputs-nice N` runs that
@@ -59,7 +60,15 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.bench_agent import ROOT, cpu_seconds, profile, top_frames, wait_idle
+from bench.bench_agent import (
+    ROOT,
+    cpu_seconds,
+    profile,
+    sched_seconds,
+    service_pids,
+    top_frames,
+    wait_idle,
+)
 from pm_streams.domain import ExchangeUpdate, event_to_bytes
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, free_port
 
@@ -467,7 +476,12 @@ async def visibility(
     pids = {**pids, "bench client": os.getpid()}
     snapshots0 = await snapshots_taken(worker)
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    groups = {name: [pid] for name, pid in pids.items()} | service_pids()
+    sched0 = {name: sched_seconds(group) for name, group in groups.items()}
+    sending = time.monotonic()
     achieved = await send_paced(producer, input_topic, events, rate, sent)
+    sending = time.monotonic() - sending
+    sched = {name: sched_seconds(group) for name, group in groups.items()}
     drain_end = time.monotonic() + 30
     done.set()
     await task
@@ -518,6 +532,14 @@ async def visibility(
             f"   {name} CPU until idle: {used:.1f} s = {used / total * 1e6:,.0f} µs/event "
             f"({used / (total / rate):.0%} of a core at {rate}/s)"
         )
+    shares = []
+    for name, (run, wait) in sched.items():
+        run0, wait0 = sched0[name]
+        shares.append(f"{name} {(run - run0) / sending:.0%} / {(wait - wait0) / sending:.0%}")
+    print(
+        "   while sending, share of one core on a CPU / runnable but waiting for one: "
+        + ", ".join(shares)
+    )
     if stages:
         ws_ = [(written[t] - at) * 1000 for t, at in sent.items() if t in written]
         print(
