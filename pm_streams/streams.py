@@ -11,6 +11,12 @@ wakeups sit in the loop between requests.
 `max_` events or `within` seconds after the previous batch; its events are acked when
 the body is done with it) but an empty buffer waits for its first event with no
 timer. An event arriving after an idle spell longer than `within` is yielded at once.
+
+Its waits are one plain future each, resolved by the buffer (first event, full), by a
+timer (the window) or by the stream stopping. mode's `wait_for_stopped` creates three
+tasks and runs `asyncio.wait` per call; with two waits per batch and two agents that
+was ~1,000 tasks a second at 100 events/s, half of every task the worker created
+(counted per call site, bench_api.py visibility).
 """
 
 from __future__ import annotations
@@ -41,12 +47,32 @@ class BatchingStream(faust.Stream[Any]):
         self, max_: int, within: float
     ) -> AsyncGenerator[Sequence[EventT[Any]], None]:
         events: list[EventT[Any]] = []
-        started = Event()  # the buffer holds at least one event
-        full = Event()  # the buffer holds max_ events
         consumed = Event()  # a full buffer was emptied
         consuming: asyncio.Future[None] | None = None  # the body holds the batch
         acks_enabled: bool = self.enable_acks
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] | None = None  # what the batch loop awaits
+
+        def wake() -> None:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        stopping: asyncio.Future[None] | None = None  # wakes the waiter on a stop
+
+        async def sleep(until: float | None) -> None:
+            """Until `wake` (first event, full buffer, stop) or the loop time `until`."""
+            nonlocal waiter, stopping
+            if stopping is None or stopping.done():  # once, unless a stop came and went
+                stopping = asyncio.ensure_future(self.wait_until_stopped())
+                stopping.add_done_callback(lambda _: wake())
+            waiter = loop.create_future()
+            timer = None if until is None else loop.call_at(until, wake)
+            try:
+                await waiter
+            finally:
+                waiter = None
+                if timer is not None:
+                    timer.cancel()
 
         async def add_to_buffer(value: Any) -> Any:
             """The processor the passively drained stream runs on each value."""
@@ -61,10 +87,9 @@ class BatchingStream(faust.Stream[Any]):
                 if event is None:
                     raise RuntimeError("take_events found no current event")
                 events.append(event)
-                if len(events) == 1:
-                    started.set()
+                if len(events) == 1 or len(events) >= max_:
+                    wake()  # the first event ends an idle wait, a full buffer the window
                 if len(events) >= max_:
-                    full.set()
                     consumed.clear()
                     await self.wait(consumed)
             except CancelledError:
@@ -81,10 +106,9 @@ class BatchingStream(faust.Stream[Any]):
         try:
             while not self.should_stop:
                 if not events:
-                    await self.wait_for_stopped(started)  # idle: no timer
-                remaining = deadline - loop.time()
-                if remaining > 0 and len(events) < max_:
-                    await self.wait_for_stopped(full, timeout=remaining)
+                    await sleep(None)  # idle: no timer
+                if loop.time() < deadline and len(events) < max_ and not self.should_stop:
+                    await sleep(deadline)
                 if not events:
                     continue
                 consuming = loop.create_future()
@@ -94,11 +118,11 @@ class BatchingStream(faust.Stream[Any]):
                     for event in events:
                         await self.ack(event)
                     events.clear()
-                    started.clear()
-                    full.clear()
                     notify(consuming)
                     consumed.set()
                     deadline = loop.time() + within
         finally:
+            if stopping is not None:
+                stopping.cancel()
             self.enable_acks = acks_enabled
             self._processors.remove(add_to_buffer)

@@ -116,6 +116,28 @@ async def test_other_waits_are_faust_own(consumer: Any) -> None:
     assert result.results == ["other"]
 
 
+async def test_a_zero_sleep_only_yields(consumer: Any) -> None:
+    """Faust's fetch loop calls `sleep(0)` once per fetch: no task, no timer; a real
+    sleep is still mode's (it returns early when the consumer stops)."""
+    c, _ = consumer
+    loop: Any = asyncio.get_running_loop()
+    ran: list[str] = []
+    loop.call_soon(ran.append, "other")
+    made: list[str] = []
+    create_task, call_at = loop.create_task, loop.call_at
+    loop.create_task = lambda *a, **k: made.append("task") or create_task(*a, **k)
+    loop.call_at = lambda *a, **k: made.append("timer") or call_at(*a, **k)
+    try:
+        await c.sleep(0)
+        assert made == [] and ran == ["other"]  # the loop ran what was ready meanwhile
+        started = loop.time()
+        await c.sleep(0.05)
+        assert loop.time() - started >= 0.04
+        assert "timer" in made
+    finally:
+        del loop.create_task, loop.call_at
+
+
 def test_the_web_server_installs_no_cors_response_hook() -> None:
     app = faust_app(Settings(app_id="pmtest-transport"))
     assert type(app.web) is Web
