@@ -18,6 +18,7 @@ import faust
 import pytest
 
 from pm_streams.streams import BatchingStream
+from tests.support.loop_calls import loop_calls
 
 
 @dataclass
@@ -26,10 +27,16 @@ class Harness:
     stream: Any
     batches: list[tuple[float, list[int]]] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
-    timers: int = 0
-    """Timers set on the event loop (`call_at`, which `call_later` goes through)."""
-    tasks: int = 0
-    """Tasks created on the event loop."""
+    made: list[str] = field(default_factory=list)
+    """What was put on the event loop meanwhile (`tests.support.loop_calls`)."""
+
+    @property
+    def timers(self) -> int:
+        return self.made.count("timer")
+
+    @property
+    def tasks(self) -> int:
+        return self.made.count("task")
 
     async def send(self, *values: int) -> None:
         for v in values:
@@ -47,25 +54,11 @@ async def run(stream_class: type, max_: int, within: float) -> AsyncIterator[Har
     h = Harness(channel, stream)
 
     ack = stream.ack
-    loop: Any = asyncio.get_running_loop()
-    call_at = loop.call_at
-
-    def counting_call_at(*args: Any, **kwargs: Any) -> Any:
-        h.timers += 1
-        return call_at(*args, **kwargs)
-
-    create_task = loop.create_task
-
-    def counting_create_task(*args: Any, **kwargs: Any) -> Any:
-        h.tasks += 1
-        return create_task(*args, **kwargs)
 
     async def recording_ack(event: Any) -> bool:
         h.acked.append(event.value)
         return bool(await ack(event))
 
-    loop.call_at = counting_call_at
-    loop.create_task = counting_create_task
     stream.ack = recording_ack
 
     async def consume() -> None:
@@ -74,14 +67,14 @@ async def run(stream_class: type, max_: int, within: float) -> AsyncIterator[Har
             # The body is done with a batch before any of it is acked.
             assert not set(h.acked) & {e.value for e in batch}
 
-    task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
-    try:
-        yield h
-    finally:
-        del loop.call_at, loop.create_task
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    with loop_calls(asyncio.get_running_loop()) as h.made:
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        try:
+            yield h
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

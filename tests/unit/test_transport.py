@@ -14,6 +14,7 @@ import pytest
 from pm_streams.app import faust_app
 from pm_streams.settings import Settings
 from pm_streams.transport import Consumer, Web
+from tests.support.loop_calls import loop_calls
 
 
 @dataclass
@@ -123,19 +124,13 @@ async def test_a_zero_sleep_only_yields(consumer: Any) -> None:
     loop: Any = asyncio.get_running_loop()
     ran: list[str] = []
     loop.call_soon(ran.append, "other")
-    made: list[str] = []
-    create_task, call_at = loop.create_task, loop.call_at
-    loop.create_task = lambda *a, **k: made.append("task") or create_task(*a, **k)
-    loop.call_at = lambda *a, **k: made.append("timer") or call_at(*a, **k)
-    try:
+    with loop_calls(loop) as made:
         await c.sleep(0)
         assert made == [] and ran == ["other"]  # the loop ran what was ready meanwhile
         started = loop.time()
         await c.sleep(0.05)
         assert loop.time() - started >= 0.04
         assert "timer" in made
-    finally:
-        del loop.create_task, loop.call_at
 
 
 def test_the_web_server_installs_no_cors_response_hook() -> None:
