@@ -176,7 +176,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     # must be the raw asset bytes: the router hashes the serialized key to find the
     # owning partition, and the bridge partitions the input topic by the raw bytes.
     positions.key_serializer = "raw"  # type: ignore[attr-defined]
-    metrics = Metrics()
+    metrics = Metrics.of_service()
     clock = clock or SystemClock()
     db = Database(settings)
     service = Service(

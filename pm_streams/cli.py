@@ -1,5 +1,5 @@
-"""`pm-streams worker [--web-port N]`, `pm-streams outputs [--web-port N]` and
-`pm-streams migrate` (SPEC §10a).
+"""The operator's command line (SPEC §10a): `pm-streams worker`, `outputs`, `migrate`,
+`send fill|position`, `demo`, `show-config` and `--version`.
 
 Exit codes: 0 clean stop, 2 bad configuration, 1 anything else; the reason is one
 line on stderr.
@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import mode
 
-from pm_streams import logs
+from pm_streams import cli_client, logs, version
 from pm_streams.settings import Settings, SettingsError
 
 EX_CONFIG = 2
@@ -45,6 +45,7 @@ class ServiceWorker(_JsonLogging, mode.Worker):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm-streams", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pm-streams {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run one worker: agents, tables, web API, bridges")
     worker.add_argument("--web-port", type=int, help="override POSITION_MANAGER_PORT")
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     outputs.add_argument("--web-port", type=int, help="port of /health and /metrics")
     sub.add_parser("migrate", help="apply the Postgres migrations and exit")
+    sub.add_parser("show-config", help="print the settings in force (secrets masked)")
+    cli_client.add_commands(sub)
     return parser
 
 
@@ -74,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         return _fail(EX_CONFIG, str(exc))
     logs.configure(settings.log_level)
+    if args.command == "show-config":
+        print(settings.describe())
+        return 0
+    if args.command in cli_client.COMMANDS:
+        return cli_client.run(args, settings, _fail)
     if args.command == "migrate":
         return migrate(settings)
     if args.command == "outputs":

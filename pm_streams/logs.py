@@ -44,6 +44,9 @@ def configure(level: str = "INFO") -> None:
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A foreign record's exc_info (mode's "Error: ..." on a crash) becomes
+                # the formatted traceback, not "<traceback object>".
+                structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(serializer=_dumps),
             ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
@@ -52,8 +55,10 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # faust/aiokafka are chatty at INFO about every rebalance step.
-    for noisy in ("aiokafka", "faust.transport", "faust.tables", "mode"):
+    # aiokafka, Faust's transport and mode are chatty at INFO about every rebalance
+    # step. `faust.tables` stays at the root level: its changelog-recovery progress
+    # lines are what an operator watches after a restart.
+    for noisy in ("aiokafka", "faust.transport", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -12,6 +12,47 @@ from dataclasses import dataclass, field
 
 Labels = tuple[tuple[str, str], ...]
 
+HELP = {
+    "pm_api_request_seconds": "REST API request latency by route",
+    "pm_api_requests_total": "REST API requests by route, method and status",
+    "pm_api_unauthorized_total": "Requests refused for a missing or unknown API key",
+    "pm_apply_seconds": "Time to apply one batch of input events to the positions table",
+    "pm_bridge_acked_total": "RabbitMQ input messages acknowledged after Kafka stored them",
+    "pm_bridge_restarts_total": "Inbound bridge sessions restarted after a failure",
+    "pm_build_info": "Version of the running service (always 1)",
+    "pm_consumer_errors_total": "Failed batches of the sink and republisher consumers",
+    "pm_consumer_lag_seconds": "Age of the newest record a consumer (sink, republisher) handled",
+    "pm_consumer_records_total": "Records handled by the sink and republisher consumers",
+    "pm_engine_errors_total": "Input events the engine could not apply (dead-lettered)",
+    "pm_engine_notes_total": "Engine outcomes worth counting: duplicates, stale, no-ops, ...",
+    "pm_events_in_total": "Input messages by source and result (forwarded, rejected)",
+    "pm_events_out_total": "Events published to RabbitMQ by type",
+    "pm_events_processed_total": "Input events applied by the positions agent",
+    "pm_heap_frozen_objects": "Objects moved to the permanent GC generation",
+    "pm_heap_settle_seconds": "Time of the last heap settle (collect and freeze)",
+    "pm_offset_gaps_filled_total": "Input records re-read because the stream skipped them",
+    "pm_portfolio_apply_seconds": "Time to apply one batch of portfolio contributions",
+    "pm_portfolio_changes_total": "Portfolio contributions applied",
+    "pm_portfolio_events_total": "portfolio_updated / limit events emitted",
+    "pm_portfolio_total_exposure_usdt": "Total exposure of the portfolio (USDT)",
+    "pm_portfolio_visibility_seconds": "From a position change to the totals that include it",
+    "pm_portfolio_window_write_errors_total": "Failed writes of closed history windows",
+    "pm_portfolio_windows_persisted_total": "Closed history windows written to portfolio_metrics",
+    "pm_price_fetch_seconds": "Latency of the exchange tickers endpoint",
+    "pm_price_fetches_total": "Calls to the exchange tickers endpoint by result",
+    "pm_price_updates_sent_total": "Fetched mark prices sent through the asset's partition",
+    "pm_rate_limited_total": "Requests refused by the rate limit, per key",
+    "pm_rejects_total": "Input messages dead-lettered, by queue and reason",
+    "pm_sink_batches_total": "Batches the Postgres sink committed",
+    "pm_sink_rows_total": "Rows the Postgres sink wrote, by table",
+    "pm_snapshots_deleted_total": "Snapshots deleted by retention",
+    "pm_snapshots_total": "Snapshots taken, by trigger",
+    "pm_validation_discrepancies_total": "Discrepancies found by validation",
+    "pm_validation_fixes_total": "Positions corrected by validation",
+    "pm_validations_total": "Position validations run",
+}
+"""`# HELP` text of every metric the service exports."""
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -38,6 +79,15 @@ class Metrics:
     histograms: dict[str, dict[Labels, _Histogram]] = field(
         default_factory=lambda: defaultdict(dict)
     )
+
+    @classmethod
+    def of_service(cls) -> Metrics:
+        """A process's registry, starting with its `pm_build_info`."""
+        from pm_streams import version
+
+        metrics = cls()
+        metrics.set("pm_build_info", 1, version=version())
+        return metrics
 
     def inc(self, name: str, n: int = 1, **labels: str) -> None:
         series = self.counters[name]
@@ -77,12 +127,15 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         for name, series in sorted(self.counters.items()):
+            lines.append(f"# HELP {name} {_help(name)}")
             lines.append(f"# TYPE {name} counter")
             lines.extend(f"{name}{_fmt(k)} {v}" for k, v in sorted(series.items()))
         for name, gseries in sorted(self.gauges.items()):
+            lines.append(f"# HELP {name} {_help(name)}")
             lines.append(f"# TYPE {name} gauge")
             lines.extend(f"{name}{_fmt(k)} {v}" for k, v in sorted(gseries.items()))
         for name, hseries in sorted(self.histograms.items()):
+            lines.append(f"# HELP {name} {_help(name)}")
             lines.append(f"# TYPE {name} histogram")
             for k, h in sorted(hseries.items()):
                 cumulative = 0
@@ -93,6 +146,10 @@ class Metrics:
                 lines.append(f"{name}_sum{_fmt(k)} {h.total}")
                 lines.append(f"{name}_count{_fmt(k)} {h.n}")
         return "\n".join(lines) + "\n"
+
+
+def _help(name: str) -> str:
+    return HELP.get(name, name.removeprefix("pm_").replace("_", " "))
 
 
 def _fmt(labels: Labels) -> str:

@@ -106,7 +106,7 @@ class Outputs:
 
 
 def build_outputs(settings: Settings, *, clock: Clock | None = None) -> Outputs:
-    metrics = Metrics()
+    metrics = Metrics.of_service()
     clock = clock or SystemClock()
     db = Database(settings)
     return Outputs(

@@ -141,6 +141,22 @@ class Settings:
     def worker_dir(self) -> Path:
         return self.data_dir / self.app_id / f"{self.port}"
 
+    def describe(self) -> str:
+        """One `name = value` line per setting, secrets masked (`pm-streams show-config`)."""
+        from dataclasses import fields
+
+        lines = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                value = mask(value)
+            elif f.name == "api_clients":
+                value = ", ".join(f"{c.name}:{mask(c.key)}:{c.limit_per_min}" for c in value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            lines.append(f"{f.name} = {value}")
+        return "\n".join(lines)
+
     def limit_for(self, client: ApiClient) -> int:
         return self.rate_limit_overrides.get(client.name, client.limit_per_min)
 
@@ -153,6 +169,14 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         return _Reader(os.environ if env is None else env).settings()
+
+
+SECRET_FIELDS = frozenset({"postgres_password", "rabbitmq_password"})
+
+
+def mask(secret: str) -> str:
+    """Enough to tell two secrets apart in a support chat, never the secret itself."""
+    return "(empty)" if not secret else "***"
 
 
 class _Reader:
@@ -226,7 +250,7 @@ class _Reader:
             kafka_broker=g(P + "KAFKA_BROKER", _kafka_url, d.kafka_broker),
             app_id=app_id,
             partitions=g(P + "PARTITIONS", _positive_int, d.partitions),
-            data_dir=g(P + "DATA_DIR", Path, d.data_dir),
+            data_dir=g(P + "DATA_DIR", _path, d.data_dir).absolute(),
             store=g(P + "STORE", _store, d.store),
             session_timeout=g(P + "SESSION_TIMEOUT", _positive_float, d.session_timeout),
             instance_id=g(P + "INSTANCE_ID", _name, None),
@@ -267,6 +291,10 @@ class _Reader:
                     raise SettingsError(P + "API_KEYS", f"limit of {parts[0]!r}: {exc}") from None
             clients.append(ApiClient(parts[0], parts[1], limit))
         return tuple(clients)
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
 
 
 def _positive_int(raw: str) -> int:

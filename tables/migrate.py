@@ -12,6 +12,9 @@ from importlib import resources
 
 import asyncpg
 
+from pm_streams.logs import get_logger
+
+log = get_logger("tables.migrate")
 _LOCK_ID = 4_800_001
 
 
@@ -55,6 +58,9 @@ async def apply_migrations(conn: asyncpg.Connection, schema: str = "public") -> 
                     migration.name,
                 )
             applied_now.append(migration.version)
+            log.info(
+                "migration_applied", version=migration.version, name=migration.name, schema=schema
+            )
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     return applied_now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaClient
 
@@ -44,3 +45,27 @@ class KafkaCheck:
             await client.close()
         self._at = time.monotonic()
         return self._ok
+
+
+class Readiness:
+    """`/readyz`: this worker has finished a rebalance (partitions assigned, tables
+    recovered), is not in another one, and Kafka answers."""
+
+    def __init__(self, app: Any, kafka: KafkaCheck) -> None:
+        self.app = app
+        self.kafka = kafka
+        self.assigned = False
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+
+    async def _on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
+        self.assigned = True
+
+    async def check(self) -> tuple[bool, str]:
+        """(ready, reason) — the reason says what is missing."""
+        if not self.assigned:
+            return False, "waiting for the first partition assignment"
+        if self.app.rebalancing or self.app.in_recovery:
+            return False, "rebalancing or recovering tables"
+        if not await self.kafka():
+            return False, "kafka unreachable"
+        return True, "ready"

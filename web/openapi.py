@@ -423,6 +423,49 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/livez": {
+        "get": {
+            "summary": "Liveness: the process serves (no key needed)",
+            "security": [],
+            "responses": {"200": _json("Probe", "alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: partitions assigned, tables recovered, Kafka reachable "
+            "(no key needed)",
+            "security": [],
+            "responses": {"200": _json("Probe", "ready"), "503": _json("Probe", "not ready")},
+        }
+    },
+    "/api/v1/docs": {
+        "get": {
+            "summary": "Interactive API page (Swagger UI) over this document (no key needed)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/api/v1/docs/{file}": {
+        "get": {
+            "summary": "A static file of the API page (no key needed)",
+            "security": [],
+            "parameters": [
+                {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "CSS, JavaScript or an icon",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": _err("no such file"),
+            },
+        }
+    },
     "/api/v1/openapi.json": {
         "get": {
             "summary": "This document (no key needed)",
@@ -459,6 +502,7 @@ SCHEMAS = {
     "Window": WINDOW,
     "History": HISTORY,
     "Health": HEALTH,
+    "Probe": _obj({"status": {"type": "string"}, "reason": {"type": "string"}}, ["status"]),
     "ValidationResult": VALIDATION,
     "Snapshot": SNAPSHOT,
     "SnapshotList": SNAPSHOTS,

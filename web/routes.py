@@ -23,9 +23,10 @@ from pm_streams.portfolio import TOTALS_KEY
 from pm_streams.reads import Reader, stored
 from web import commands
 from web.auth import Gate
+from web.docs import DocsPage
 from web.endpoints import Endpoints
 from web.errors import ApiError, bad_parameter, json_response
-from web.health import KafkaCheck, health_status
+from web.health import KafkaCheck, Readiness, health_status
 from web.openapi import document
 from web.routing import SCOPE, Router, is_internal
 
@@ -105,8 +106,12 @@ def register(service: Service) -> None:
     handlers = Handlers(service)
     add = endpoints.add
     add("GET", "/health", handlers.health, public=True)
+    add("GET", "/livez", handlers.livez, public=True)
+    add("GET", "/readyz", handlers.readyz, public=True)
     add("GET", "/metrics", handlers.metrics, public=True)
     add("GET", "/api/v1/openapi.json", handlers.openapi, public=True)
+    add("GET", "/api/v1/docs", handlers.docs.page, public=True)
+    add("GET", "/api/v1/docs/{file}", handlers.docs.asset, public=True)
     add("GET", "/api/v1/positions", handlers.positions)
     add("GET", "/api/v1/positions/{asset}", handlers.position)
     add("GET", "/api/v1/portfolio", handlers.portfolio)
@@ -126,6 +131,8 @@ class Handlers:
         self.live = service.portfolio
         self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
+        self.readiness = Readiness(service.app, self.kafka_ok)
+        self.docs = DocsPage()
         self.positions_changelog = service.settings.kafka.positions_changelog
         # (asset, mode) -> (assignment, stored record, stored totals record (or
         # `_REMOTE`), total exposure, valid until (epoch s), JSON): a position's answer
@@ -377,6 +384,15 @@ class Handlers:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(
             text=self.service.metrics.render(), content_type="text/plain", charset="utf-8"
+        )
+
+    async def livez(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        ready, reason = await self.readiness.check()
+        return json_response(
+            {"status": "ready" if ready else "not_ready", "reason": reason}, 200 if ready else 503
         )
 
     async def health(self, request: web.Request) -> web.StreamResponse:

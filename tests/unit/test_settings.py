@@ -3,6 +3,8 @@ Postgres sslmode the DSN."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pm_streams.app import faust_app
@@ -40,3 +42,30 @@ def test_a_bad_postgres_sslmode_names_the_variable() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"POSTGRES_SSLMODE": "on"})
     assert caught.value.variable == "POSTGRES_SSLMODE"
+
+
+def test_a_relative_data_dir_is_resolved_once_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = Settings.from_env({})
+    assert default.data_dir == tmp_path / "var/worker"
+    given = Settings.from_env({"POSITION_MANAGER_DATA_DIR": "state/pm"})
+    assert given.data_dir == tmp_path / "state/pm"
+    assert given.worker_dir.is_absolute()  # the worker chdirs into it: no second relative hop
+
+
+def test_show_config_masks_every_secret() -> None:
+    settings = Settings.from_env(
+        {
+            "POSITION_MANAGER_API_KEYS": "risk:k3y-risk-secret:200",
+            "POSITION_MANAGER_API_KEY": "single-secret-key",
+            "POSTGRES_PASSWORD": "pg-secret-pw",
+            "RABBITMQ_PASSWORD": "mq-secret-pw",
+        }
+    )
+    text = settings.describe()
+    for secret in ("k3y-risk-secret", "single-secret-key", "pg-secret-pw", "mq-secret-pw"):
+        assert secret not in text
+    assert "postgres_password = ***" in text and "risk:***:200" in text
+    assert "app_id = position-manager" in text
