@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.support.worker import ROOT
@@ -131,8 +132,6 @@ async def test_scripts_run_as_written(
             assert status == 404, body
             assert time.monotonic() - sent_at < 10, "the fill never reached the API"
             await asyncio.sleep(0.05)
-        import orjson
-
         position = orjson.loads(body)
         assert position["size"] == "1.5" and position["average_entry_price"] == "100.25"
         assert position["total_fees"] == "0.1" and position["version"] == 1
@@ -149,8 +148,12 @@ async def test_scripts_run_as_written(
             await asyncio.sleep(0.05)
         assert position["unrealized_pnl"] == "1.125"  # (101 - 100.25) * 1.5
 
-        for path, kind in (("/api/v1/docs", "text/html"), ("/livez", "application/json"),
-                           ("/api/v1/docs/swagger-ui-bundle.js", "application/javascript")):  # fmt: skip
+        pages = (
+            ("/api/v1/docs", "text/html"),
+            ("/livez", "application/json"),
+            ("/api/v1/docs/swagger-ui-bundle.js", "application/javascript"),
+        )
+        for path, kind in pages:
             status, content_type, _ = await _get(session, path)
             assert (status, content_type) == (200, kind), path
 
