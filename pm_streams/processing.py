@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from pm_streams.domain import (
+    UNDECODABLE,
     Book,
     EngineConfig,
     Fill,
@@ -73,6 +74,15 @@ class BookCache:
         book = book_from_bytes(stored)
         self.remember(asset, stored, book)
         return book
+
+    def readable(self, asset: str, stored: bytes | None) -> Book | None:
+        """`decode`, with None for a record this version cannot read (a newer record
+        format after a rollback): readers other than the agent skip such an asset
+        rather than fail; the agent dead-letters its events."""
+        try:
+            return self.decode(asset, stored)
+        except UNDECODABLE:
+            return None
 
     def remember(self, asset: str, stored: bytes, book: Book) -> None:
         if len(self._items) >= self._capacity and asset not in self._items:

@@ -182,8 +182,9 @@ async def test_meme_coin_magnitudes_are_held_digit_for_digit() -> None:
                 " total_fees, funding_pnl FROM positions WHERE asset = $1",
                 asset,
             )
-            for column in row:
-                assert decimal_text(row[column]) == shown[column], (asset, column)
+            for column, value in dict(row).items():
+                text = None if value is None else decimal_text(value)
+                assert text == shown[column], (asset, column)
         pepe = await r.pool.fetchrow(
             "SELECT size, current_price FROM positions WHERE asset = 'PEPEUSDT'"
         )
