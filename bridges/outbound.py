@@ -85,7 +85,8 @@ class Republisher(BatchConsumer):
         # an Ack, which fails the batch instead of losing the event.
         amqp = await self.channel.get_underlay_channel()
         confirms = []
-        for i, (event_type, body) in enumerate(await decoded(records, self.events)):
+        events = await decoded(records, self.events, on_error=self.quarantine)
+        for i, (event_type, body) in enumerate(events):
             if i and i % 64 == 0:
                 await asyncio.sleep(0)  # the agents share this loop
             properties = spec.Basic.Properties(

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pm_streams.domain import Book, ScheduleValidation, book_to_bytes, record_floor
+from pm_streams.domain import (
+    UNDECODABLE,
+    Book,
+    ScheduleValidation,
+    book_to_bytes,
+    record_floor,
+)
+from pm_streams.fill_ids import FillIds
 from pm_streams.gaps import GapReader, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.portfolio import contribution, contributions_to_bytes
@@ -31,6 +39,7 @@ def register(service: Service) -> None:
     cache = service.books
     gaps = GapReader(service.settings)
     marks = Watermarks(service.settings.partitions)
+    ids = FillIds(service.fill_ids, service.settings.dedup_horizon, marks.partition_of)
 
     # Per input partition, the first offset applied since the last `flush`: the books
     # written in one cycle go out in asset order, and a crash can keep a prefix of
@@ -42,10 +51,28 @@ def register(service: Service) -> None:
     cycle_from: dict[int, int] = {}
 
     def book_floors() -> list[tuple[str, int]]:
-        return [(asset, record_floor(raw)) for asset, raw in list(table.items()) if raw]
+        """The records' floors; an unreadable record tells none (a lower watermark only
+        re-reads records that the books' own replay guard then skips)."""
+        floors = []
+        for asset, raw in list(table.items()):
+            try:
+                floors.append((asset, record_floor(raw)))
+            except UNDECODABLE:
+                continue
+        return floors
+
+    def stored_book(asset: str) -> Book | None:
+        """The asset's stored book, None when it has none or it cannot be read."""
+        try:
+            return cache.decode(asset, read.get(asset))
+        except UNDECODABLE:
+            return None
 
     def write(book: Book, origin: Any) -> None:
-        """Store `book`; `origin` is an input event of its partition (`on_behalf_of`)."""
+        """Store `book`; `origin` is an input event of its partition (`on_behalf_of`).
+        The record carries no fill ids: they live in the fill-id table."""
+        if book.fill_ids:
+            book = replace(book, fill_ids=())
         first = cycle_from.get(origin.message.tp.partition)
         raw = book_to_bytes(book, floor=None if first is None else first - 1)
         with on_behalf_of(origin):
@@ -58,18 +85,34 @@ def register(service: Service) -> None:
         """Apply one event into `batch`; the exception of a failed event is returned."""
         started = time.perf_counter()
         cycle_from.setdefault(origin.message.tp.partition, offset)
-        current = batch.get(asset) or cache.decode(asset, read.get(asset))
+        now = service.clock.now()
         try:
-            result = step(current, payload, offset, service.clock.now(), service.engine)
+            # An unreadable stored book (a record of a newer version after a rollback)
+            # dead-letters the asset's events instead of crash-looping the agent.
+            current = batch.get(asset)
+            if current is None:
+                current = cache.decode(asset, read.get(asset))
+                if current is not None and current.fill_ids:
+                    _seed_legacy_ids(ids, current, now, origin)
+            result = step(
+                current, payload, offset, now, service.engine, applied_offset=ids.applied_offset
+            )
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
             return exc
+        fill, at_ms = result.fill, int(now.timestamp() * 1000)
         if result.kind == "applied" and result.book is not None:
+            if fill is not None:
+                ids.record(fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin)
             full = batch.put(result.book, origin)
             if full is not None:
                 write(*full)
             _schedule_validations(service, result.book)
         elif result.kind == "replay":
             batch.replayed(asset)
+            if fill is not None and ids.restore(
+                fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin
+            ):
+                service.metrics.inc("pm_fill_ids_restored_total")
         _report(service, asset, result.kind, result.notes, result.trace_id)
         service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
         return None
@@ -107,10 +150,17 @@ def register(service: Service) -> None:
         so every applied event must be in the table (and its contribution queued on the
         same producer buffer, after the table record) before anything is awaited."""
         books, touched = batch.drain()
+        origins: dict[int, Any] = {}
         for book, origin in books:
             write(book, origin)
+            origins[origin.message.tp.partition] = origin
         cycle_from.clear()
-        latest = (cache.decode(asset, read.get(asset)) for asset in touched)
+        now_ms = int(service.clock.now().timestamp() * 1000)
+        for origin in origins.values():
+            expired = ids.sweep(origin, now_ms)
+            if expired:
+                service.metrics.inc("pm_fill_ids_expired_total", expired)
+        latest = (stored_book(asset) for asset in touched)
         _contribute(service, [book for book in latest if book is not None])
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
@@ -118,6 +168,7 @@ def register(service: Service) -> None:
         settings = service.settings
         async for events in stream.take_events(settings.batch_max, within=settings.batch_window):
             batch: Batch[Any] = Batch()
+            ids.reindex(app.consumer_generation_id)
             for event in events:
                 tp = event.message.tp
                 offset: int = event.message.offset
@@ -127,6 +178,16 @@ def register(service: Service) -> None:
                 await apply_all(((event.key, event.value, offset),), batch, event)
                 marks.advance(tp.partition, offset)
             flush(batch)
+
+
+def _seed_legacy_ids(ids: FillIds, book: Book, now: Any, origin: Any) -> None:
+    """A record written before the fill-id table carries its last fill ids itself:
+    copy them into the table (as applied at the record's offset) before the next write
+    drops them from the record."""
+    at_ms = int(now.timestamp() * 1000)
+    for leg in book.legs:
+        for fill_id in book.fill_ids:
+            ids.restore(book.asset, leg.mode, fill_id, book.last_offset, at_ms, origin)
 
 
 def _contribute(service: Service, books: list[Book]) -> None:

@@ -17,11 +17,11 @@ from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
 from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
-from pm_streams.names import POSITIONS_TABLE
+from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
 from pm_streams.processing import BookCache
 from pm_streams.settings import Settings
 from pm_streams.streams import BatchingStream
-from pm_streams.topics import COMPACTED, raw_topic
+from pm_streams.topics import COMPACTED, KEYED, raw_topic
 from pm_streams.transport import Transport, Web
 from tables.db import Database
 from tables.sink import PostgresSink
@@ -43,6 +43,8 @@ class Service:
     bridge: InboundBridge
     sink: PostgresSink
     republisher: Republisher
+    fill_ids: Any = None
+    """The fill-id table (`pm_streams.fill_ids`)."""
     books: BookCache = field(default_factory=BookCache)
     portfolio: Any = None
     """`pm_streams.portfolio.Portfolio`, set once by `build`."""
@@ -176,6 +178,25 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     # must be the raw asset bytes: the router hashes the serialized key to find the
     # owning partition, and the bridge partitions the input topic by the raw bytes.
     positions.key_serializer = "raw"  # type: ignore[attr-defined]
+    fill_ids = app.Table(
+        FILL_IDS_TABLE,
+        key_type=str,
+        value_type=bytes,
+        partitions=settings.partitions,
+        changelog_topic=raw_topic(
+            app,
+            names.fill_ids_changelog,
+            settings.partitions,
+            compacting=True,
+            deleting=False,
+            acks=False,
+            internal=True,
+            config=KEYED,
+            allow_empty=True,
+        ),
+        help="Applied fill identities: asset, mode, fill id -> input offset, time.",
+    )
+    fill_ids.key_serializer = "raw"  # type: ignore[attr-defined]
     metrics = Metrics.of_service()
     clock = clock or SystemClock()
     db = Database(settings)
@@ -185,6 +206,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         input_topic=input_topic,
         dead_letter_topic=dead_letter_topic,
         positions=positions,
+        fill_ids=fill_ids,
         engine=engine_config(settings),
         metrics=metrics,
         clock=clock,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mode import Service
 
+from pm_streams.domain import UNDECODABLE
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
@@ -29,15 +30,26 @@ async def decoded(
     records: Sequence[ConsumerRecord],
     decode: Callable[[ConsumerRecord], Iterable[T]],
     every: int = 32,
+    *,
+    on_error: Callable[[ConsumerRecord, Exception], None] | None = None,
 ) -> list[T]:
     """Everything `decode` makes of the records, in order, giving the event loop back
     every `every` records. A batch of a thousand changelog records takes tens of
-    milliseconds to decode; the agents sharing the loop would otherwise wait it out."""
+    milliseconds to decode; the agents sharing the loop would otherwise wait it out.
+
+    A record `decode` cannot read goes to `on_error` and is skipped (SPEC §9 rev 2: an
+    undecodable or unknown-version record is quarantined, never a crash loop); without
+    `on_error` the error propagates."""
     out: list[T] = []
     for i, record in enumerate(records):
         if i and i % every == 0:
             await asyncio.sleep(0)
-        out.extend(decode(record))
+        try:
+            out.extend(decode(record))
+        except UNDECODABLE as exc:
+            if on_error is None:
+                raise
+            on_error(record, exc)
     return out
 
 
@@ -81,6 +93,18 @@ class BatchConsumer(Service):
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         raise NotImplementedError
+
+    def quarantine(self, record: ConsumerRecord, exc: Exception) -> None:
+        """Log and count a record this consumer cannot decode; it is skipped."""
+        self.metrics.inc("pm_quarantined_records_total", consumer=self.name)
+        log.error(
+            "record_quarantined",
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=repr(exc),
+        )
 
     async def on_open(self) -> None:
         """Open connections to the side-effect target (called before consuming)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POSITIONS_TABLE = "positions"
+FILL_IDS_TABLE = "fill-ids"
 PORTFOLIO_CONTRIB_TABLE = "portfolio-contrib"
 PORTFOLIO_TOTALS_TABLE = "portfolio-totals"
 PORTFOLIO_HISTORY_TABLE = "portfolio-history"
@@ -53,6 +54,10 @@ class KafkaNames:
     @property
     def positions_changelog(self) -> str:
         return self.changelog(POSITIONS_TABLE)
+
+    @property
+    def fill_ids_changelog(self) -> str:
+        return self.changelog(FILL_IDS_TABLE)
 
     @property
     def sink_group(self) -> str:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import TP
 
-from pm_streams.domain import DECIMAL_CONTEXT, Book, iso
+from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book, decimal_text, iso
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.names import (
     PORTFOLIO_CONTRIB_TABLE,
@@ -57,8 +57,8 @@ log = get_logger("pm_streams.portfolio")
 
 ZERO = Decimal(0)
 SCALE = Decimal("1e-20")
-"""Contributions are quantized to 20 places: a sum of fixed-scale numbers of at most
-35 digits is exact in the 50-digit context, so adding and removing contributions
+"""Contributions are quantized to 20 places: a sum of fixed-scale numbers is exact in
+`AGGREGATE_CONTEXT` for every accepted magnitude, so adding and removing contributions
 incrementally gives exactly the from-scratch sum (average entry prices are
 non-terminating, so unquantized products would differ in the last digit)."""
 HISTORY_SAMPLE = 1.0
@@ -68,9 +68,14 @@ TOTALS_KEY = "portfolio"
 
 
 def _s(d: Decimal) -> str:
+    """Stored form (records): exact, all 20 places kept."""
     if d == 0:
         d = d.copy_abs()
     return format(d, "f")
+
+
+_out = decimal_text
+"""Output form (API, events): SPEC §4 rev 2."""
 
 
 def _dt(raw: str | None) -> datetime | None:
@@ -144,10 +149,10 @@ class Contribution:
 
     def by_asset(self) -> dict[str, Any]:
         return {
-            "exposure_usdt": _s(self.exposure),
-            "unrealized_pnl_usdt": _s(self.unrealized),
-            "realized_pnl_usdt": _s(self.realized),
-            "size": _s(self.size),
+            "exposure_usdt": _out(self.exposure),
+            "unrealized_pnl_usdt": _out(self.unrealized),
+            "realized_pnl_usdt": _out(self.realized),
+            "size": _out(self.size),
             "price_fallback": self.price_fallback,
         }
 
@@ -155,6 +160,19 @@ class Contribution:
 def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
     """One portfolio-topic record carrying the contributions of one positions batch."""
     return orjson.dumps([c.to_obj() for c in contributions])
+
+
+def _quarantine(service: Service, event: Any, exc: Exception) -> None:
+    service.metrics.inc("pm_quarantined_records_total", consumer="portfolio")
+    tp = event.message.tp
+    log.error(
+        "record_quarantined",
+        consumer="portfolio",
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=event.message.offset,
+        error=repr(exc),
+    )
 
 
 def contributions_from_bytes(raw: bytes) -> list[Contribution]:
@@ -177,7 +195,7 @@ def contribution(book: Book) -> Contribution:
         if t:
             trace = str(t)
             break
-    with localcontext(DECIMAL_CONTEXT):
+    with localcontext(AGGREGATE_CONTEXT):
         exposure = net = unrealized = realized = size = ZERO
         open_count = long_count = short_count = 0
         fallback = False
@@ -257,7 +275,7 @@ class Totals:
         index: int = 0,
     ) -> Totals:
         """Totals with `old` (the asset's previous contribution) replaced by `new`."""
-        with localcontext(DECIMAL_CONTEXT):
+        with localcontext(AGGREGATE_CONTEXT):
             o = old
             t = replace(
                 self,
@@ -278,7 +296,7 @@ class Totals:
 
     @property
     def total_pnl(self) -> Decimal:
-        with localcontext(DECIMAL_CONTEXT):
+        with localcontext(AGGREGATE_CONTEXT):
             return self.unrealized + self.realized
 
     def to_bytes(self) -> bytes:
@@ -382,12 +400,12 @@ def portfolio_view(
 ) -> dict[str, Any]:
     """The §5 answer (`GET /api/v1/portfolio`)."""
     body: dict[str, Any] = {
-        "total_exposure_usdt": _s(totals.exposure),
-        "net_exposure_usdt": _s(totals.net),
-        "portfolio_value_usdt": _s(totals.net),
-        "total_unrealized_pnl_usdt": _s(totals.unrealized),
-        "total_realized_pnl_usdt": _s(totals.realized),
-        "total_pnl_usdt": _s(totals.total_pnl),
+        "total_exposure_usdt": _out(totals.exposure),
+        "net_exposure_usdt": _out(totals.net),
+        "portfolio_value_usdt": _out(totals.net),
+        "total_unrealized_pnl_usdt": _out(totals.unrealized),
+        "total_realized_pnl_usdt": _out(totals.realized),
+        "total_pnl_usdt": _out(totals.total_pnl),
         "open_positions_count": totals.open_count,
         "long_positions_count": totals.long_count,
         "short_positions_count": totals.short_count,
@@ -396,7 +414,7 @@ def portfolio_view(
         },
         "calculated_at": iso(totals.calculated_at),
         "limit_exceeded": exceeds(totals.exposure, max_exposure),
-        "max_exposure_usdt": None if max_exposure is None else _s(max_exposure),
+        "max_exposure_usdt": None if max_exposure is None else _out(max_exposure),
     }
     return body
 
@@ -434,11 +452,11 @@ def window_row(start: float, end: float, totals: Totals) -> dict[str, Any]:
     return {
         "window_start": iso(datetime.fromtimestamp(start, UTC)),
         "window_end": iso(datetime.fromtimestamp(end, UTC)),
-        "total_exposure_usdt": _s(totals.exposure),
-        "net_exposure_usdt": _s(totals.net),
-        "total_unrealized_pnl_usdt": _s(totals.unrealized),
-        "total_realized_pnl_usdt": _s(totals.realized),
-        "total_pnl_usdt": _s(totals.total_pnl),
+        "total_exposure_usdt": _out(totals.exposure),
+        "net_exposure_usdt": _out(totals.net),
+        "total_unrealized_pnl_usdt": _out(totals.unrealized),
+        "total_realized_pnl_usdt": _out(totals.realized),
+        "total_pnl_usdt": _out(totals.total_pnl),
         "open_positions_count": totals.open_count,
         "long_positions_count": totals.long_count,
         "short_positions_count": totals.short_count,
@@ -682,7 +700,12 @@ class Portfolio:
         now = self.service.clock.now()
         for event in events:
             last = event
-            for index, new in enumerate(contributions_from_bytes(event.value)):
+            try:
+                taken = contributions_from_bytes(event.value)
+            except UNDECODABLE as exc:  # a record of a newer version: skip, never loop
+                _quarantine(self.service, event, exc)
+                continue
+            for index, new in enumerate(taken):
                 old = pending.get(new.asset) or self.contribution(new.asset)
                 decision = decide(
                     totals,

@@ -7,8 +7,9 @@ Replays: Faust is at-least-once, so after a crash the events after the last
 committed offset are delivered again. The book remembers the input offset of the
 last change it took (`last_offset`, written in the same changelog record as the
 state), so a replayed event is recognised exactly, however far back it is, and
-changes nothing. Fill ids (bounded) catch the other kind of duplicate: the same
-fill published twice upstream or re-forwarded by the bridge after a redelivery.
+changes nothing. The fill-id store (`pm_streams.fill_ids`) catches the other kind of
+duplicate: the same fill published twice upstream, re-forwarded by the bridge after
+a redelivery, or replayed by an order service hours later.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from pm_streams.domain import (
+    UNDECODABLE,
     Book,
     EngineConfig,
+    Fill,
     Note,
     apply,
     book_from_bytes,
     event_from_bytes,
     needs_write,
 )
+
+AppliedOffset = Callable[[str, str, str], int | None]
+"""(asset, mode, fill id) -> the input offset that applied that fill, or None."""
 
 Origin = TypeVar("Origin")
 
@@ -40,6 +46,8 @@ class Step:
     trace_id: str | None
     kind: str
     """`applied`, `unchanged` (duplicate/stale/no-op) or `replay`."""
+    fill: Fill | None = None
+    """The fill an `applied` or `replay` step carried (its identity is recorded)."""
 
 
 def _uuid() -> str:
@@ -67,6 +75,15 @@ class BookCache:
         self.remember(asset, stored, book)
         return book
 
+    def readable(self, asset: str, stored: bytes | None) -> Book | None:
+        """`decode`, with None for a record this version cannot read (a newer record
+        format after a rollback): readers other than the agent skip such an asset
+        rather than fail; the agent dead-letters its events."""
+        try:
+            return self.decode(asset, stored)
+        except UNDECODABLE:
+            return None
+
     def remember(self, asset: str, stored: bytes, book: Book) -> None:
         if len(self._items) >= self._capacity and asset not in self._items:
             self._items.pop(next(iter(self._items)))
@@ -81,15 +98,31 @@ def step(
     cfg: EngineConfig,
     *,
     new_id: Callable[[], str] = _uuid,
+    applied_offset: AppliedOffset | None = None,
 ) -> Step:
+    """One event against the asset's current book (the batch's unwritten one, or the
+    stored one). With `applied_offset` (the fill-id store), a fill is a duplicate when
+    its recorded application is covered by the book (`offset <= last_offset`); an
+    entry the book does not cover is from a write the crash lost, so it is applied."""
     if stored is not None and offset <= stored.last_offset:
-        return Step(stored, (), None, "replay")
+        replayed = event_from_bytes(payload) if applied_offset is not None else None
+        fill = replayed if isinstance(replayed, Fill) else None
+        return Step(stored, (), None, "replay", fill)
     event = event_from_bytes(payload)
+    fill = event if isinstance(event, Fill) else None
+    if fill is not None and applied_offset is not None:
+        seen = applied_offset(fill.asset, fill.mode, fill.fill_id)
+        if seen is not None and stored is not None and seen <= stored.last_offset:
+            note = Note(
+                "duplicate_fill",
+                (("fill_id", fill.fill_id), ("mode", fill.mode), ("trace_id", fill.trace_id)),
+            )
+            return Step(stored, (note,), fill.trace_id, "unchanged")
     new, effects = apply(stored, event, now, cfg, new_id=new_id)
     notes = tuple(e for e in effects if isinstance(e, Note))
     if not needs_write(stored, new):
         return Step(stored, notes, event.trace_id, "unchanged")
-    return Step(replace(new, last_offset=offset), notes, event.trace_id, "applied")
+    return Step(replace(new, last_offset=offset), notes, event.trace_id, "applied", fill)
 
 
 class Batch(Generic[Origin]):

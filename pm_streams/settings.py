@@ -57,6 +57,10 @@ class Settings:
     size_validation_threshold: Decimal = Decimal("0.0001")
     size_reconcile_grace: float = 10.0
     fill_id_capacity: int = 256
+    """Fill ids the engine keeps within one batch's unwritten book (the records carry
+    none: `dedup_horizon` and `pm_streams.fill_ids`)."""
+    dedup_horizon: float = 7 * 24 * 3600.0
+    """Seconds an applied fill's identity is remembered (SPEC §4.1 rev 2)."""
     price_staleness_threshold: float = 300.0
     price_api_url: str = "https://api.bybit.com"
     # periodic work
@@ -227,6 +231,7 @@ class _Reader:
                 P + "SIZE_RECONCILE_GRACE", _non_negative_float, d.size_reconcile_grace
             ),
             fill_id_capacity=g(P + "FILL_ID_CAPACITY", _positive_int, d.fill_id_capacity),
+            dedup_horizon=g(P + "DEDUP_HORIZON", _duration, d.dedup_horizon),
             price_staleness_threshold=g(
                 P + "PRICE_STALENESS_THRESHOLD", _positive_float, d.price_staleness_threshold
             ),
@@ -295,6 +300,20 @@ class _Reader:
 
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> float:
+    """Seconds, or a number with a unit: `604800`, `7d`, `12h`, `30m`, `90s`."""
+    unit = _UNITS.get(raw[-1].lower()) if raw and raw[-1].isalpha() else 1
+    if unit is None:
+        raise ValueError("expected seconds or a number with s, m, h or d")
+    value = float(raw[:-1] if raw[-1].isalpha() else raw) * unit
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive duration")
+    return value
 
 
 def _positive_int(raw: str) -> int:

@@ -17,6 +17,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pm_streams.settings import Settings
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
+"""The positions changelog: also the change stream the sink and the republisher read,
+so every version is kept for a week before compaction may drop it."""
+KEYED = {"cleanup.policy": "compact"}
+"""A changelog nothing else reads (fill ids): only the latest value per key counts."""
 
 
 def wanted(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
@@ -31,6 +35,7 @@ def wanted(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         # One partition: one portfolio agent sees every asset's contribution.
         names.portfolio_topic: (1, {}),
         names.positions_changelog: (settings.partitions, COMPACTED),
+        names.fill_ids_changelog: (settings.partitions, KEYED),
     }
 
 

@@ -33,7 +33,7 @@ class LivePositions:
         self.books = books
 
     def book(self, asset: str) -> Book | None:
-        return self.books.decode(asset, stored(self.table, asset))
+        return self.books.readable(asset, stored(self.table, asset))
 
     def leg(self, asset: str, mode: str) -> Position | None:
         book = self.book(asset)

@@ -4,19 +4,27 @@ Consumes the positions changelog outside the agents' hot path. Per batch it keep
 only the newest version of each (asset, mode), upserts it so that a row never moves
 back in `version`, and inserts one ledger row per applied fill (unique fill identity,
 so a replay inserts nothing). Offsets are committed after the database commit.
+
+The sink never stalls on one record (SPEC §9 rev 2). A record it cannot decode, or
+whose rows Postgres refuses (a data or constraint error, not a lost connection), is
+written to `sink_rejects` with the error, logged and counted, and every other record
+of the batch still lands: the batch is then written record by record, each in a
+savepoint. Money columns are written as the API shows them (`decimal_text`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from aiokafka import ConsumerRecord
 
 from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer, decoded
-from pm_streams.domain import Book, Position, book_from_bytes, features
+from pm_streams.domain import Book, Position, book_from_bytes, decimal_text, features
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
@@ -30,7 +38,7 @@ POSITION_COLUMNS = (
     "unrealized_pnl", "realized_pnl", "total_fees", "long_size", "short_size",
     "exchange_size", "exchange_avg_price", "version", "created_at", "opened_at",
     "last_updated", "closed_at", "last_snapshot_at", "last_price_at",
-    "unrealized_pnl_pct", "time_held_minutes", "position_size_norm",
+    "unrealized_pnl_pct", "time_held_minutes", "position_size_norm", "funding_pnl",
 )  # fmt: skip
 
 _placeholders = ", ".join(f"${i}" for i in range(1, len(POSITION_COLUMNS) + 1))
@@ -44,14 +52,47 @@ WHERE positions.version < EXCLUDED.version
 """
 
 
+INSERT_REJECT = """
+INSERT INTO sink_rejects (consumer, topic, kafka_partition, kafka_offset, kafka_key, record, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (consumer, topic, kafka_partition, kafka_offset) DO NOTHING
+"""
+
+REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+"""Postgres (or asyncpg's encoder) refusing a row's values: the record's fault, not the
+connection's. Anything else fails the batch, which is retried from Kafka."""
+
+
+def _shown(d: Decimal | None) -> Decimal | None:
+    """The value the API shows (SPEC §4 rev 2), so Postgres holds the same digits."""
+    return None if d is None else Decimal(decimal_text(d))
+
+
 def position_row(p: Position, clock_now: Any) -> tuple[Any, ...]:
     f = features(p, clock_now, 0)
+    pct, norm = f["unrealized_pnl_pct"], f["position_size_norm"]
     return (
-        p.id, p.asset, p.mode, p.size, p.side, p.average_entry_price, p.current_price,
-        p.unrealized_pnl, p.realized_pnl, p.total_fees, p.long_size, p.short_size,
-        p.exchange_size, p.exchange_avg_price, p.version, p.created_at, p.opened_at,
-        p.last_updated, p.closed_at, p.last_snapshot_at, p.last_price_at,
-        f["unrealized_pnl_pct"], f["time_held_minutes"], f["position_size_norm"],
+        p.id, p.asset, p.mode, _shown(p.size), p.side, _shown(p.average_entry_price),
+        _shown(p.current_price), _shown(p.unrealized_pnl), _shown(p.realized_pnl),
+        _shown(p.total_fees), _shown(p.long_size), _shown(p.short_size),
+        _shown(p.exchange_size), _shown(p.exchange_avg_price), p.version, p.created_at,
+        p.opened_at, p.last_updated, p.closed_at, p.last_snapshot_at, p.last_price_at,
+        _shown(pct) if isinstance(pct, Decimal) else None, f["time_held_minutes"],
+        _shown(norm) if isinstance(norm, Decimal) else None, _shown(p.funding_pnl),
+    )  # fmt: skip
+
+
+def reject_row(consumer: str, record: ConsumerRecord, error: str) -> tuple[Any, ...]:
+    """A `sink_rejects` row; the record as text (NULs escaped: TEXT cannot hold them)."""
+
+    def text(raw: bytes | None) -> str | None:
+        if raw is None:
+            return None
+        return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\u0000")
+
+    return (
+        consumer, record.topic, record.partition, record.offset, text(record.key),
+        text(record.value), error[:2000],
     )  # fmt: skip
 
 
@@ -72,6 +113,10 @@ def coalesce(books: Iterable[Book]) -> list[Position]:
 
 def _steps(record: ConsumerRecord) -> tuple[Book, ...]:
     return () if record.value is None else book_from_bytes(record.value).steps()
+
+
+def _record_steps(record: ConsumerRecord) -> list[tuple[ConsumerRecord, tuple[Book, ...]]]:
+    return [(record, _steps(record))]
 
 
 class PostgresSink(BatchConsumer):
@@ -101,18 +146,65 @@ class PostgresSink(BatchConsumer):
             raise
 
     async def write(self, records: Sequence[ConsumerRecord]) -> None:
-        """One transaction per batch: newest version per leg, then the ledger rows."""
+        """One transaction per batch: newest version per leg, then the ledger rows; if
+        Postgres refuses a value, the batch again record by record (`_write_each`)."""
         if self.db.pool is None:
             raise ConnectionError("postgres pool not ready")
-        books = await decoded(records, _steps)
+        rejects: list[tuple[Any, ...]] = []
+
+        def undecodable(record: ConsumerRecord, exc: Exception) -> None:
+            self.quarantine(record, exc)
+            rejects.append(reject_row(self.name, record, f"undecodable: {exc!r}"))
+
+        decoded_records = await decoded(records, _record_steps, on_error=undecodable)
+        books = [book for _, steps in decoded_records for book in steps]
+        try:
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                rows, ledger = await self._write_books(conn, books)
+                if rejects:
+                    await conn.executemany(INSERT_REJECT, rejects)
+        except REFUSED as exc:
+            log.warning("sink_batch_refused", error=repr(exc), records=len(records))
+            rows, ledger = await self._write_each(decoded_records, rejects)
+        self.metrics.inc("pm_sink_rows_total", rows, table="positions")
+        self.metrics.inc("pm_sink_rows_total", ledger, table="position_fills")
+        self.metrics.inc("pm_sink_batches_total")
+
+    async def _write_books(self, conn: Any, books: Sequence[Book]) -> tuple[int, int]:
         now = self.clock.now()
         rows = [position_row(p, now) for p in coalesce(books)]
         ledger = [row for book in books for row in ledger_rows(book)]
+        if rows:
+            await conn.executemany(UPSERT_POSITION, rows)
+        if ledger:
+            await conn.executemany(INSERT_LEDGER, ledger)
+        return len(rows), len(ledger)
+
+    async def _write_each(
+        self,
+        decoded_records: Sequence[tuple[ConsumerRecord, tuple[Book, ...]]],
+        rejects: list[tuple[Any, ...]],
+    ) -> tuple[int, int]:
+        """Each record in its own savepoint; a refused one goes to `sink_rejects`."""
+        assert self.db.pool is not None
+        rows = ledger = 0
         async with self.db.pool.acquire() as conn, conn.transaction():
-            if rows:
-                await conn.executemany(UPSERT_POSITION, rows)
-            if ledger:
-                await conn.executemany(INSERT_LEDGER, ledger)
-        self.metrics.inc("pm_sink_rows_total", len(rows), table="positions")
-        self.metrics.inc("pm_sink_rows_total", len(ledger), table="position_fills")
-        self.metrics.inc("pm_sink_batches_total")
+            for record, books in decoded_records:
+                try:
+                    async with conn.transaction():
+                        r, n = await self._write_books(conn, books)
+                except REFUSED as exc:
+                    self.metrics.inc("pm_sink_rejects_total", consumer=self.name)
+                    log.error(
+                        "sink_row_refused",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        error=repr(exc),
+                    )
+                    rejects.append(reject_row(self.name, record, repr(exc)))
+                    continue
+                rows, ledger = rows + r, ledger + n
+            if rejects:
+                await conn.executemany(INSERT_REJECT, rejects)
+        return rows, ledger

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"}
+DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,18})?$"}
+"""A plain decimal (SPEC §4 rev 2): no exponent, at most 18 places."""
 NDECIMAL = {**DECIMAL, "nullable": True}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = {**TIME, "nullable": True}
@@ -43,6 +44,7 @@ POSITION = _obj(
         "unrealized_pnl": DECIMAL,
         "realized_pnl": DECIMAL,
         "total_fees": DECIMAL,
+        "funding_pnl": DECIMAL,
         "long_size": DECIMAL,
         "short_size": DECIMAL,
         "version": {"type": "integer", "minimum": 0},
@@ -70,6 +72,7 @@ HEDGE_POSITION = _obj(
         "unrealized_pnl": DECIMAL,
         "realized_pnl": DECIMAL,
         "total_fees": DECIMAL,
+        "funding_pnl": DECIMAL,
         "last_updated": TIME,
         "legs": {"type": "array", "items": {"$ref": "#/components/schemas/Position"}},
     }

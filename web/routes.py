@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from pm_streams.domain import MODES, Book, features, hedge_view, position_to_dict
+from pm_streams.domain import MODES, UNDECODABLE, Book, features, hedge_view, position_to_dict
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
 from pm_streams.reads import Reader, stored
@@ -143,7 +143,7 @@ class Handlers:
     # ------------------------------------------------------------------ helpers
 
     def book(self, asset: str) -> Book | None:
-        return self.service.books.decode(asset, stored(self.service.positions, asset))
+        return self.service.books.readable(asset, stored(self.service.positions, asset))
 
     async def total_exposure(self, request: web.Request) -> Decimal:
         """The live total exposure, from the portfolio's owner (SPEC §4.4); on a
@@ -305,7 +305,12 @@ class Handlers:
             until, body = hit[4], hit[5]  # the same record and exposure: the same answer
         else:
             now = clock.now()
-            book = self.service.books.decode(asset, raw)
+            try:
+                book = self.service.books.decode(asset, raw)
+            except UNDECODABLE:
+                # The agent dead-letters the asset's events meanwhile (engine errors).
+                msg = f"{asset}: stored by a newer version"
+                raise ApiError(503, "unreadable_record", msg) from None
             views = self.leg_views(book, mode, exposure, now, True) if book else []
             if not views or book is None:
                 raise ApiError(404, "not_found", f"no {mode} position for {asset}")

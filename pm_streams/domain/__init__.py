@@ -4,15 +4,17 @@ No I/O, no Faust, no logging: everything here is a function of its arguments.
 """
 
 from pm_streams.domain.codec import (
+    UNDECODABLE,
     book_from_bytes,
     book_to_bytes,
+    decimal_text,
     event_from_bytes,
     event_to_bytes,
     iso,
     position_to_dict,
     record_floor,
 )
-from pm_streams.domain.engine import DECIMAL_CONTEXT, apply, needs_write
+from pm_streams.domain.engine import AGGREGATE_CONTEXT, DECIMAL_CONTEXT, apply, needs_write
 from pm_streams.domain.features import features, hedge_view
 from pm_streams.domain.model import (
     MODES,
@@ -40,8 +42,10 @@ from pm_streams.domain.parse import (
 )
 
 __all__ = [
+    "AGGREGATE_CONTEXT",
     "DECIMAL_CONTEXT",
     "MODES",
+    "UNDECODABLE",
     "Book",
     "Change",
     "Correction",
@@ -61,6 +65,7 @@ __all__ = [
     "apply",
     "book_from_bytes",
     "book_to_bytes",
+    "decimal_text",
     "decode_json",
     "event_from_bytes",
     "event_to_bytes",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 import orjson
@@ -29,6 +29,11 @@ from pm_streams.domain.model import (
     ScheduleValidation,
     SnapshotTaken,
 )
+
+UNDECODABLE = (ValueError, KeyError, TypeError, ArithmeticError)
+"""What decoding a record that is not of a known form raises (orjson's errors are
+ValueErrors, a bad Decimal is an ArithmeticError): the exceptions of a record to
+quarantine rather than a bug to crash on."""
 
 RECORD_VERSION = 2
 READABLE_RECORD_VERSIONS = (1, RECORD_VERSION)
@@ -74,6 +79,7 @@ def _position_obj(p: Position) -> Obj:
         "exchange_avg_price": _ostr(p.exchange_avg_price),
         "exchange_seq": p.exchange_seq,
         "exchange_updated_ms": p.exchange_updated_ms,
+        "funding_pnl": str(p.funding_pnl),
     }
 
 
@@ -99,6 +105,7 @@ def _position_from(o: Obj) -> Position:
         exchange_avg_price=_odec(o["exchange_avg_price"]),
         exchange_seq=o["exchange_seq"],
         exchange_updated_ms=o["exchange_updated_ms"],
+        funding_pnl=Decimal(o.get("funding_pnl", "0")),  # absent before SPEC rev 2
     )
 
 
@@ -329,12 +336,25 @@ def book_from_bytes(data: bytes) -> Book:
 # --------------------------------------------------------------------------- API form
 
 
+_OUT = Context(prec=100, rounding=ROUND_HALF_EVEN)
+_OUT_SCALE = Decimal("1e-18")
+
+
+def decimal_text(d: Decimal) -> str:
+    """A Decimal as every output shows it (SPEC §4 rev 2): plain, no exponent, no `-0`,
+    trailing zeros stripped, rounded half-even to at most 18 decimal places."""
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -18:
+        d = _OUT.quantize(d, _OUT_SCALE)
+    if not d:
+        return "0"
+    return format(_OUT.normalize(d), "f")
+
+
 def _plain(d: Decimal, places: int | None) -> str:
     if places is not None:
-        d = d.quantize(Decimal(1).scaleb(-places))
-    if d == 0:
-        d = d.copy_abs()  # never "-0"
-    return format(d, "f")
+        d = _OUT.quantize(d, Decimal(1).scaleb(-places))
+    return decimal_text(d)
 
 
 def _oplain(d: Decimal | None, places: int | None) -> str | None:
@@ -391,6 +411,7 @@ def position_to_dict(
         "last_price_at": iso(p.last_price_at),
         "exchange_size": _oplain(p.exchange_size, places),
         "exchange_avg_price": _oplain(p.exchange_avg_price, places),
+        "funding_pnl": _plain(p.funding_pnl, places),
     }
     if features:
         for key, value in features.items():

@@ -9,6 +9,10 @@ Rules are those of SPEC §4. Decisions the SPEC leaves open, made here:
   recorded one and the skipped one would not be recognised as stale; as pushes reach
   us in order per asset (one Kafka partition), that only happens on an upstream
   redelivery, and the next push corrects the state.
+* **Fees.** Every trading fee is charged to realized PnL when it is paid, opening and
+  increasing fills included (SPEC §4.1 rev 2, Bybit's `cumRealisedPnl` convention), so
+  `realized + unrealized` is the cash result and an exchange push carrying
+  `cumRealisedPnl` does not make realized jump.
 * **Hedge over-close.** A hedge leg never changes side. A reduce bigger than the leg
   closes the leg; the remainder is ignored and a `hedge_overclose` note is emitted.
   The whole fee is charged (realized and total fees), as nothing is opened to carry
@@ -62,6 +66,15 @@ from pm_streams.domain.model import (
 #: products of exchange numbers are exact and averages are exact far below a satoshi.
 DECIMAL_CONTEXT = Context(
     prec=50,
+    rounding=ROUND_HALF_EVEN,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+#: For sums over positions quantized to a fixed scale (portfolio contributions and
+#: totals): an exposure of accepted values (`|size|, price < 10^18`, 18 places each)
+#: is below 10^36 and has 72 digits exact; at 20 places a sum of a million of them
+#: needs 62 digits, so 80 leave room and a quantize can never be refused.
+AGGREGATE_CONTEXT = Context(
+    prec=80,
     rounding=ROUND_HALF_EVEN,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
@@ -293,6 +306,7 @@ def _apply_fill(
         new_leg = _evolve(
             leg,
             realized_pnl=leg.realized_pnl - fill.fee,
+            funding_pnl=leg.funding_pnl - fill.fee,
             total_fees=leg.total_fees + fill.fee,
             version=leg.version + 1,
             last_updated=now,
@@ -347,11 +361,13 @@ def _trade(
         realized -= fee
         new_size, new_avg = s, a
         kinds: tuple[str, ...] = (UPDATED,)
-    elif s == 0:  # open
+    elif s == 0:  # open: the fee is paid now
+        realized -= fee
         new_size, new_avg = q, price
         opened_at, closed_at = now, None
         kinds = (UPDATED,)
     elif (s > 0) == (q > 0):  # increase
+        realized -= fee
         abs_s, abs_q = abs(s), abs(q)
         new_size = s + q
         new_avg = (abs_s * a + abs_q * price) / (abs_s + abs_q)
@@ -364,9 +380,8 @@ def _trade(
             kinds = (CLOSED,)
         else:
             kinds = (UPDATED,)
-    else:  # flip: close |s| with its share of the fee, open the rest at `price`
-        fee_close = fee * abs(s) / abs(q)
-        realized += (price - a) * abs(s) * _sign(s) - fee_close
+    else:  # flip: close |s|, open the rest at `price`; the whole fee is paid now
+        realized += (price - a) * abs(s) * _sign(s) - fee
         new_size, new_avg = s + q, price
         opened_at, closed_at = now, None
         kinds = (CLOSED, UPDATED)
@@ -389,7 +404,9 @@ def _trade(
 
 
 def _is_stale(leg: Position, ev: ExchangeUpdate) -> bool:
-    if ev.seq is not None and leg.exchange_seq is not None and ev.seq <= leg.exchange_seq:
+    """Strictly older than the last applied push (SPEC §3.1 rev 2): the same `seq` is
+    not stale; if it changes nothing it is a no-op, otherwise it is applied."""
+    if ev.seq is not None and leg.exchange_seq is not None and ev.seq < leg.exchange_seq:
         return True
     return (
         ev.updated_ms is not None

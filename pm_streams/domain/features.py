@@ -64,6 +64,7 @@ def hedge_view(
         unrealized = sum((p.unrealized_pnl for p in hedge), ZERO)
         realized = sum((p.realized_pnl for p in hedge), ZERO)
         fees = sum((p.total_fees for p in hedge), ZERO)
+        funding = sum((p.funding_pnl for p in hedge), ZERO)
     priced = [p for p in hedge if p.current_price is not None]
     freshest = max(
         priced,
@@ -84,6 +85,7 @@ def hedge_view(
         "unrealized_pnl": json_value(unrealized, places),
         "realized_pnl": json_value(realized, places),
         "total_fees": json_value(fees, places),
+        "funding_pnl": json_value(funding, places),
         "last_updated": iso(max(p.last_updated for p in hedge)),
         "legs": [position_to_dict(p, features=fbm.get(p.mode), places=places) for p in hedge],
     }

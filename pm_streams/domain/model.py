@@ -45,6 +45,9 @@ class Position:
     exchange_avg_price: Decimal | None = None
     exchange_seq: int | None = None
     exchange_updated_ms: int | None = None
+    funding_pnl: Decimal = ZERO
+    """Cumulative funding: negative when paid, positive when received (also part of
+    `realized_pnl`, SPEC §4.1 rev 2)."""
 
     @property
     def side(self) -> str:

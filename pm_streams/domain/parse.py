@@ -1,31 +1,41 @@
 """Edge validation: raw RabbitMQ messages → domain events, or `RejectedInput`.
 
 Numbers are accepted as JSON strings or JSON numbers and parsed into `Decimal`
-through their text, never through float arithmetic. A rejection names the field so
-the bridge can log it and put the reason on the dead-lettered message.
+through their own text, never through a float. A rejection names the field so the
+bridge can log it and put the reason on the dead-lettered message.
+
+The bounds (SPEC §3.3 rev 2) are the same for every stage after this one: quantities,
+prices, fees and PnL with `|value| < 10^18` and at most 18 decimal places; `seq` and
+`updatedTime` non-negative and below 2^63. Whatever is accepted here, the engine,
+the tables, the API and Postgres hold exactly.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
-
-import orjson
 
 from pm_streams.domain.model import ZERO, ExchangeUpdate, Fill
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ID_LENGTH = 200
+MAX_ABS = Decimal(10) ** 18
+"""Every accepted amount is strictly below this in absolute value."""
+MAX_DECIMAL_PLACES = 18
+MAX_SEQ = 2**63
+"""`seq` and `updatedTime` are below this (a signed 64-bit integer)."""
 
 ASSET_RE = re.compile(r"[A-Z0-9]{2,20}")
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?")
-_INT_RE = re.compile(r"[+-]?\d{1,19}")
-#: Decimal exponents (`adjusted()`) outside this range are not plausible money.
-_MAX_MAGNITUDE = 24
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+_INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_WIDE = Context(prec=100)
+"""Enough digits to normalize any number of at most 64 characters exactly."""
 
 ORDER_EVENT_TYPES = ("order_executed", "position_updated_from_order")
 
@@ -48,29 +58,48 @@ class RejectedInput(ValueError):
 
 
 def _decimal(value: object, field: str) -> Decimal:
-    """A finite Decimal from a JSON string or number (never via float arithmetic)."""
+    """A finite Decimal within the bounds, from a JSON string or number (a JSON
+    number arrives as the `Decimal` of its own text: `decode_json`)."""
     if isinstance(value, bool):
         raise RejectedInput(field, "not a number")
-    if isinstance(value, int):
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int):
+        if abs(value) >= MAX_ABS:
+            raise RejectedInput(field, "out of range")
         d = Decimal(value)
-    elif isinstance(value, float):
+    elif isinstance(value, float):  # only from callers that built the dict themselves
         if not math.isfinite(value):
             raise RejectedInput(field, "not a finite number")
-        d = Decimal(str(value))
+        d = Decimal(repr(value))
     elif isinstance(value, str):
-        text = value.strip()
-        if len(text) > 64 or not _NUMBER_RE.fullmatch(text):
-            if text.lower().lstrip("+-") in ("nan", "snan", "inf", "infinity"):
-                raise RejectedInput(field, "not a finite number")
-            raise RejectedInput(field, "not a number")
-        d = Decimal(text)
+        d = _decimal_text(value.strip(), field)
     else:
         raise RejectedInput(field, "not a number")
-    if d != 0 and abs(d.adjusted()) > _MAX_MAGNITUDE:
-        raise RejectedInput(field, "out of range")
+    if not d.is_finite():
+        raise RejectedInput(field, "not a finite number")
     if d == 0:
-        d = abs(d)  # no "-0"
+        return abs(d)  # no "-0"
+    _check_bounds(d, field)
     return d
+
+
+def _decimal_text(text: str, field: str) -> Decimal:
+    if not text.isascii():
+        raise RejectedInput(field, "non-ASCII characters (digits must be 0-9)")
+    if len(text) > 64 or not _NUMBER_RE.fullmatch(text):
+        if text.lower().lstrip("+-") in ("nan", "snan", "inf", "infinity"):
+            raise RejectedInput(field, "not a finite number")
+        raise RejectedInput(field, "not a number")
+    return Decimal(text)
+
+
+def _check_bounds(d: Decimal, field: str) -> None:
+    if d.adjusted() >= 18:  # |d| >= 10^18, without arithmetic on a huge exponent
+        raise RejectedInput(field, "out of range")
+    exponent = _WIDE.normalize(d).as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+        raise RejectedInput(field, f"more than {MAX_DECIMAL_PLACES} decimal places")
 
 
 def _present(raw: Mapping[str, Any], key: str) -> bool:
@@ -106,11 +135,32 @@ def _int(value: object, field: str) -> int:
         raise RejectedInput(field, "not an integer")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii():
+            raise RejectedInput(field, "non-ASCII characters (digits must be 0-9)")
+        if _INT_RE.fullmatch(text):
+            return int(text)
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() < 20
+        and value == value.to_integral_value()
+    ):
+        return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise RejectedInput(field, "not an integer")
+
+
+def _sequence(value: object, field: str) -> int:
+    """`seq` / `updatedTime`: an integer in [0, 2^63)."""
+    n = _int(value, field)
+    if n < 0:
+        raise RejectedInput(field, "must not be negative")
+    if n >= MAX_SEQ:
+        raise RejectedInput(field, "out of range")
+    return n
 
 
 def _asset(value: object, field: str) -> str:
@@ -138,6 +188,8 @@ def _opt_text(raw: Mapping[str, Any], key: str) -> str | None:
 
 def _datetime(value: object, field: str) -> datetime:
     """ISO-8601 (naive = UTC) or epoch milliseconds, as an aware UTC datetime."""
+    if isinstance(value, str) and not value.isascii():
+        raise RejectedInput(field, "non-ASCII characters (digits must be 0-9)")
     try:
         if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
             value = int(value.strip())
@@ -233,7 +285,7 @@ def parse_order_executed(raw: Mapping[str, Any], *, new_trace_id: Callable[[], s
     if event_type is not None and event_type not in ORDER_EVENT_TYPES:
         raise RejectedInput("event_type", "not order_executed or position_updated_from_order")
     asset = _asset(raw.get("asset"), "asset")
-    trace_id, has_trace = _trace_id(raw, new_trace_id)
+    trace_id, _ = _trace_id(raw, new_trace_id)
 
     side_leg: str | None = None
     for key in ("position_side", "positionSide"):
@@ -265,15 +317,12 @@ def parse_order_executed(raw: Mapping[str, Any], *, new_trace_id: Callable[[], s
         price = _required_positive(raw, "execution_price")
         quantity = size * _side_sign(raw.get("side"))
 
+    # Never the trace id: one trace spans many fills (SPEC §3.2 rev 2).
     fill_id = _opt_text(raw, "execution_id")
     if fill_id is None and order_id is not None and executed_at is not None:
         fill_id = f"{order_id}|{_iso(executed_at)}|{_plain(abs(quantity))}|{_plain(price)}"
-    if fill_id is None and has_trace:
-        fill_id = trace_id
     if fill_id is None:
-        raise RejectedInput(
-            "execution_id", "no fill identity (execution_id, order_id+executed_at or trace_id)"
-        )
+        raise RejectedInput("execution_id", UNIDENTIFIABLE_FILL)
 
     return Fill(
         asset=asset,
@@ -344,14 +393,11 @@ def parse_position_update(
 
     seq: int | None = None
     if _present(data, "seq"):
-        seq = _int(data["seq"], "seq")
-        if seq < 0:  # Bybit uses -1 for "no sequence"
-            seq = None
+        seq = None if _int(data["seq"], "seq") == -1 else _sequence(data["seq"], "seq")
+        # -1 is Bybit's "no sequence"
     updated_ms: int | None = None
     if _present(data, "updatedTime"):
-        updated_ms = _int(data["updatedTime"], "updatedTime")
-        if updated_ms < 0:
-            raise RejectedInput("updatedTime", "must not be negative")
+        updated_ms = _sequence(data["updatedTime"], "updatedTime")
 
     return ExchangeUpdate(
         asset=asset,
@@ -386,14 +432,76 @@ def _position_side(value: object) -> int:
 
 
 def decode_json(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
-    """A message body as a JSON object (at most 64 KiB)."""
+    """A message body as a JSON object (at most 64 KiB).
+
+    The standard library's decoder with hooks, not orjson: orjson reads a JSON number
+    with a fraction as a float (`987654321.87654321` -> `987654321.8765432`) and
+    keeps the last of duplicate keys silently. Here a JSON number becomes the
+    `Decimal` of its own text, a duplicate key or a control character in a string is
+    a rejection naming the key. It costs ~7 µs more per message than orjson
+    (8.3 against 1.1 µs for a fill), ~0.5 % of the worker's CPU per fill.
+    """
     size = len(body.encode()) if isinstance(body, str) else len(body)
     if size > MAX_BODY_BYTES:
         raise RejectedInput("body", "payload too large")
     try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        text = body if isinstance(body, str) else bytes(body).decode("utf-8")
+        obj = _DECODER.decode(text)
+    except RejectedInput:
+        raise
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, ...
         raise RejectedInput("body", "not valid JSON") from None
     if not isinstance(obj, dict):
         raise RejectedInput("body", "not a JSON object")
     return obj
+
+
+UNIDENTIFIABLE_FILL = "unidentifiable_fill"
+"""The reject reason of a fill with neither `execution_id` nor `order_id` +
+`executed_at` (SPEC §3.2 rev 2)."""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RejectedInput(key, "duplicate key")
+            seen.add(key)
+    for key, value in pairs:
+        if _CONTROL_RE.search(key):
+            raise RejectedInput("body", "control character in a key")
+        if isinstance(value, str):
+            if _CONTROL_RE.search(value):
+                raise RejectedInput(key, "control character")
+        elif isinstance(value, list) and any(
+            isinstance(v, str) and _CONTROL_RE.search(v) for v in value
+        ):
+            raise RejectedInput(key, "control character")
+    return obj
+
+
+def _json_number(text: str) -> Decimal:
+    if len(text) > 64:
+        raise RejectedInput("body", "a number longer than 64 characters")
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # the JSON grammar makes this unreachable
+        raise RejectedInput("body", "not a number") from None
+
+
+def _json_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= 20 else _json_number(text)
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_json_object,
+    parse_float=_json_number,
+    parse_int=_json_int,
+    parse_constant=_json_constant,
+)

@@ -47,6 +47,19 @@ BAD_FILLS = [
     (_fill_bytes(side="HOLD"), "side"),
     (_fill_bytes(mode="hedge"), "position_idx"),  # a hedge fill that names no leg
     (_fill_bytes(padding="x" * 200_000), "body"),
+    # SPEC rev 2
+    (_fill_bytes(execution_id="e\u0000-1"), "execution_id"),  # NUL
+    (_fill_bytes(order_id="o-\u001b[31m"), "order_id"),  # an escape sequence
+    (
+        b'{"event_type": "order_executed", "asset": "ETHUSDT", "side": "BUY",'
+        b' "execution_id": "d-1", "execution_price": "100", "execution_quantity": "1",'
+        b' "execution_quantity": "9"}',
+        "execution_quantity",
+    ),  # duplicate key
+    (_fill_bytes(execution_quantity="\u0661\u0662"), "execution_quantity"),  # Arabic-Indic
+    (_fill_bytes(execution_price="1000000000000000000"), "execution_price"),  # 10^18
+    (_fill_bytes(execution_fees="0.0000000000000000001"), "execution_fees"),  # 19 places
+    (_fill_bytes(execution_id=None, executed_at=None), "execution_id"),  # unidentifiable
 ]
 BAD_UPDATES = [
     (b"\xff\xfe", "body"),
@@ -55,6 +68,8 @@ BAD_UPDATES = [
     (_ws(size="many"), "size"),
     (_ws(size="-2"), "size"),
     (_ws(side="Up"), "side"),
+    (_ws(seq="9223372036854775808"), "seq"),  # 2^63
+    (_ws(updatedTime=9999999999999999999), "updatedTime"),
 ]
 
 
@@ -182,3 +197,27 @@ async def test_single_active_consumer_keeps_per_asset_order_across_failover(
             POSITIONS + asset, lambda s, b, bk=book: s == 200 and matches(b, bk), timeout=90
         )
     assert await read_queue(deployment.order_queue + ".dlq") == []
+
+
+async def test_json_numbers_are_exact_and_the_same_seq_is_not_stale(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    """SPEC §3.1 rev 2: a JSON number is read from its own text; an exchange push with
+    the same `seq` as the last applied one and a new mark price is applied."""
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    body = orjson.dumps(fill("num-1", "BUY", "1", "100", asset="NUMUSDT"))
+    body = body.replace(b'"execution_quantity":"1"', b'"execution_quantity":987654321.87654321')
+    await publish(deployment.order_queue, [body])
+    got = await worker.wait_for(POSITIONS + "NUMUSDT", lambda s, b: s == 200)
+    assert got["size"] == "987654321.87654321"
+
+    push = {"event_type": "position", "data": {"symbol": "NUMUSDT", "side": "Buy",
+            "size": "987654321.87654321", "seq": 7, "markPrice": "101"}}  # fmt: skip
+    await publish(deployment.position_queue, [push])
+    await worker.wait_for(POSITIONS + "NUMUSDT", lambda s, b: b["current_price"] == "101")
+    push["data"]["markPrice"] = "102"  # type: ignore[index]
+    await publish(deployment.position_queue, [push])
+    got = await worker.wait_for(POSITIONS + "NUMUSDT", lambda s, b: b["current_price"] == "102")
+    assert got["version"] == 3

@@ -74,8 +74,8 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     ("portfolio-management", "Portfolio PnL", "A"): Expect(
         ("time", "total_unrealized_pnl_usdt", "total_realized_pnl_usdt", "total_pnl_usdt")
     ),
-    ("portfolio-management", "PnL by asset (realized, unrealized)", "A"): Expect(
-        ("asset", "realized_pnl", "unrealized_pnl"),
+    ("portfolio-management", "PnL by asset (realized, unrealized, funding)", "A"): Expect(
+        ("asset", "realized_pnl", "unrealized_pnl", "funding_pnl"),
         # XRP was opened and closed: 100 x (0.6 - 0.5) = 10 realized, nothing open.
         check=lambda rows: _by(rows, "asset")["XRPUSDT"]["realized_pnl"] == Decimal(10)
         and set(_by(rows, "asset")) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"},

@@ -154,3 +154,79 @@ async def test_postgres_restart_mid_stream_catches_up_with_nothing_lost() -> Non
             )
         }
         assert got == expected_fills
+
+
+async def test_meme_coin_magnitudes_are_held_digit_for_digit() -> None:
+    """SPEC §9 rev 2: 7·10^12 units at 0.0000000035, and the largest accepted values,
+    are in Postgres exactly as the API shows them."""
+    from pm_streams.domain import decimal_text, position_to_dict
+    from tests.unit.helpers import fill, price
+
+    big = "999999999999999999.999999999999999999"
+    written, final = run_books(
+        [
+            fill("7000000000000", "0.0000000035", "0.000000000000000001", asset="PEPEUSDT"),
+            price("0.0000000048", asset="PEPEUSDT"),
+            fill(big, big, asset="BIGUSDT"),
+        ]
+    )
+    async with rig() as r:
+        await r.produce(written)
+        await r.sink()
+        await r.wait(caught_up(r, final_versions(final)))
+        for asset in ("PEPEUSDT", "BIGUSDT"):
+            leg = final[asset].legs[0]
+            shown = position_to_dict(leg)
+            row = await r.pool.fetchrow(
+                "SELECT size, average_entry_price, current_price, unrealized_pnl, realized_pnl,"
+                " total_fees, funding_pnl FROM positions WHERE asset = $1",
+                asset,
+            )
+            for column, value in dict(row).items():
+                text = None if value is None else decimal_text(value)
+                assert text == shown[column], (asset, column)
+        pepe = await r.pool.fetchrow(
+            "SELECT size, current_price FROM positions WHERE asset = 'PEPEUSDT'"
+        )
+        assert (pepe["size"], pepe["current_price"]) == (
+            Decimal("7000000000000"),
+            Decimal("0.0000000048"),
+        )
+
+
+async def test_a_refused_or_undecodable_record_goes_to_sink_rejects_and_the_rest_lands() -> None:
+    """SPEC §9 rev 2: the sink never stalls. One record Postgres refuses (an asset
+    longer than the column) and one it cannot decode are kept in `sink_rejects` with
+    their errors; every other record of the same batches still lands."""
+    from tests.unit.helpers import fill
+
+    long_asset = "X" * 30 + "USDT"
+    written, _ = run_books(
+        [
+            fill("1", "100", asset="BTCUSDT"),
+            fill("2", "200", asset=long_asset),
+            fill("1", "100", asset="BTCUSDT"),
+            fill("3", "50", asset="ETHUSDT"),
+        ]
+    )
+    future = b'{"v": 99, "from": "a newer version"}'
+    async with rig() as r:
+        assert r.producer is not None
+        await r.produce(written[:2])
+        topic = r.settings.kafka.positions_changelog
+        await (await r.producer.send(topic, key=b"SOLUSDT", value=future))
+        await r.produce(written[2:])
+        await r.sink()
+        want = {("BTCUSDT", "one-way"): 2, ("ETHUSDT", "one-way"): 1}
+        await r.wait(caught_up(r, want))
+        rejects = await r.pool.fetch(
+            "SELECT kafka_key, record, error FROM sink_rejects ORDER BY id"
+        )
+        assert len(rejects) == 2
+        errors = " ".join(row["error"] for row in rejects)
+        assert "undecodable" in errors and "value too long" in errors.lower()
+        assert {row["kafka_key"] for row in rejects} == {"SOLUSDT", long_asset}
+        assert r.metrics.value("pm_quarantined_records_total", consumer="sink") == 1
+        assert r.metrics.value("pm_sink_rejects_total", consumer="sink") == 1
+        ledger = await r.pool.fetchval("SELECT count(*) FROM position_fills")
+        assert ledger == 3

@@ -17,8 +17,8 @@ def naive(fills: list[Fill]) -> tuple[Fraction, Fraction, Fraction, Fraction]:
     for f in fills:
         q, p, fee = Fraction(f.quantity), Fraction(f.price), Fraction(f.fee)
         paid += fee
+        realized -= fee  # every fee is charged when paid (SPEC §4.1 rev 2), funding too
         if f.is_funding:
-            realized -= fee
             continue
         closing = Fraction(0)
         if size * q < 0:
@@ -27,7 +27,7 @@ def naive(fills: list[Fill]) -> tuple[Fraction, Fraction, Fraction, Fraction]:
         if closing:
             avg = basis / abs(size)
             direction = 1 if size > 0 else -1
-            realized += (p - avg) * closing * direction - fee * closing / abs(q)
+            realized += (p - avg) * closing * direction
             basis -= avg * closing
             size += closing * (1 if q > 0 else -1)
         if opening:

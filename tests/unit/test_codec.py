@@ -23,6 +23,7 @@ from pm_streams.domain import (
     SnapshotTaken,
     book_from_bytes,
     book_to_bytes,
+    decimal_text,
     event_from_bytes,
     event_to_bytes,
     features,
@@ -169,6 +170,7 @@ def test_position_to_dict() -> None:
         "last_price_at",
         "exchange_size",
         "exchange_avg_price",
+        "funding_pnl",
     }
     assert d["side"] == "long" and d["long_size"] == "1.5" and d["short_size"] == "0"
     assert d["size"] == "1.5" and d["current_price"] == "51000"
@@ -202,5 +204,37 @@ def test_position_to_dict_plain_numbers() -> None:
     )
     d = position_to_dict(p)
     assert d["size"] == "-100" and d["average_entry_price"] == "0.0000005"
-    assert d["unrealized_pnl"] == "0" and d["current_price"] == "0.00"
+    assert d["unrealized_pnl"] == "0" and d["current_price"] == "0"
     assert d["side"] == "short" and d["short_size"] == "100"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("50000.00", "50000"),
+        ("5E+4", "50000"),
+        ("-0", "0"),
+        ("-0.000", "0"),
+        ("1E-18", "0.000000000000000001"),
+        ("0.0000000000000000005", "0"),  # half-even at the 18th place: 0.5e-18 -> 0
+        ("0.0000000000000000015", "0.000000000000000002"),
+        ("0.0000000000000000025", "0.000000000000000002"),
+        ("-1.50000000000000000049", "-1.5"),
+        ("48666.666666666666666666666666666666666666666666667", "48666.666666666666666667"),
+        ("999999999999999999.999999999999999999", "999999999999999999.999999999999999999"),
+        ("7000000000000", "7000000000000"),
+        ("0.0000000035", "0.0000000035"),
+    ],
+)
+def test_output_decimals_follow_one_rule(value: str, text: str) -> None:
+    assert decimal_text(Decimal(value)) == text
+
+
+def test_a_record_written_before_funding_pnl_reads_as_zero_funding() -> None:
+    r = Runner()
+    r(fill("1", "100"))
+    raw = orjson.loads(book_to_bytes(r.book))  # type: ignore[arg-type]
+    for leg in raw["legs"]:
+        del leg["funding_pnl"]
+    again = book_from_bytes(orjson.dumps(raw))
+    assert again.legs[0].funding_pnl == 0

@@ -49,7 +49,7 @@ def test_open_from_nothing() -> None:
     p = r.leg()
     assert p.id == "pos-1"
     assert (p.size, p.average_entry_price, p.side) == (D("1.0"), D("48000"), "long")
-    assert p.realized_pnl == 0 and p.total_fees == D("4.80")
+    assert p.realized_pnl == D("-4.80") and p.total_fees == D("4.80")  # paid now (rev 2)
     assert p.version == 1
     assert p.created_at == p.opened_at == p.last_updated == NOW
     assert p.closed_at is None and p.current_price is None
@@ -67,7 +67,7 @@ def test_increase_weighted_average_tc004() -> None:
     assert p.average_entry_price.quantize(CENT) == D("48666.67")
     # stored exactly, not rounded: 73000 / 1.5
     assert abs(p.average_entry_price * D("1.5") - D("73000")) < D("1e-40")
-    assert p.realized_pnl == 0
+    assert p.realized_pnl == D("-25.00")  # the increase's fee, paid now (rev 2)
     assert p.total_fees == D("25.00")
     assert p.version == 2
     assert p.opened_at == NOW and p.last_updated == LATER
@@ -141,16 +141,17 @@ def test_flip_long_to_short_spec_example() -> None:
     ]
 
 
-def test_flip_prorates_the_fee() -> None:
+def test_flip_charges_the_whole_fee() -> None:
     r = open_at("100", "50")
     r(fill("-150", "55", "15"))
     p = r.leg()
-    assert p.realized_pnl == D("490")  # 500 - 15 * 100/150
-    assert p.total_fees == D("15")  # 10 charged to the close + 5 for the opening
+    assert p.realized_pnl == D("485")  # 500 - 15: the whole fee is paid now (rev 2)
+    assert p.total_fees == D("15")
+    assert (p.size, p.average_entry_price) == (D("-50"), D("55"))
     r2 = open_at("1", "10")
     r2(fill("-4", "10", "1"))
     p2 = r2.leg()
-    assert p2.realized_pnl == D("-0.25")
+    assert p2.realized_pnl == D("-1")
     assert p2.total_fees == D("1")
     assert p2.size == D("-3")
 
@@ -263,9 +264,9 @@ def test_create_from_exchange_tc001() -> None:
         D("50000.00"),
         D("150.00"),
     )
-    d = position_to_dict(p)
-    assert d["size"] == "1.5" and d["average_entry_price"] == "50000.00"
-    assert d["unrealized_pnl"] == "150.00"
+    d = position_to_dict(p)  # output decimals: trailing zeros stripped (rev 2)
+    assert d["size"] == "1.5" and d["average_entry_price"] == "50000"
+    assert d["unrealized_pnl"] == "150"
     assert p.exchange_size == D("1.5") and p.exchange_avg_price == D("50000.00")
     assert p.version == 1 and p.opened_at == NOW
     assert effects == (Publish("position_updated", "one-way", "websocket", "test-trace-001"),)
@@ -380,7 +381,6 @@ def test_stale_by_seq_and_time() -> None:
     before = r.book
     for stale in (
         push("1", upnl="6", seq=9, ms=2000),
-        push("1", upnl="6", seq=10, ms=2000),  # equal seq is stale too
         push("1", upnl="6", ms=999),
         push("1", upnl="6", seq=11, ms=999),
     ):
@@ -388,6 +388,9 @@ def test_stale_by_seq_and_time() -> None:
         assert r.book is before
     r(push("1", upnl="7", ms=1000))  # same ms, no seq: not older
     assert r.leg().unrealized_pnl == D("7")
+    r(push("1", upnl="7.5", seq=10, ms=1000))  # the same seq is not older either (rev 2)
+    assert r.leg().unrealized_pnl == D("7.5")
+    assert kinds(r(push("1", upnl="7.5", seq=10))) == ["note:noop"]  # and may be a no-op
     r(push("1", upnl="8", seq=11))
     p = r.leg()
     assert (p.unrealized_pnl, p.exchange_seq, p.exchange_updated_ms) == (D("8"), 11, 1000)
@@ -633,3 +636,29 @@ def test_last_offset_is_carried_over() -> None:
     r.book = replace(r.book, last_offset=41)
     r(fill("1", "100"))
     assert r.book.last_offset == 41
+
+
+# --------------------------------------------------------------------------- SPEC rev 2
+
+
+def test_rev2_worked_example_fees_in_realized() -> None:
+    r = Runner()
+    r(fill("2", "100", "0.2"), fill("-2", "110", "0.22"))
+    p = r.leg()
+    assert p.realized_pnl == D("19.58")  # 20 - 0.2 - 0.22
+    assert p.total_fees == D("0.42") and p.size == 0
+
+
+def test_rev2_second_worked_example_holds_with_a_fee_less_open() -> None:
+    r = open_at("2.0", "50000")
+    r(fill("-0.5", "51000", "25.50"))
+    assert (r.leg().size, r.leg().realized_pnl) == (D("1.5"), D("474.50"))
+
+
+def test_funding_is_realized_and_reported_apart() -> None:
+    r = open_at("1", "100")
+    r(fill("0", fee="1.25", funding=True), fill("0", fee="-0.40", funding=True))
+    p = r.leg()
+    assert p.funding_pnl == D("-0.85")  # paid 1.25, received 0.40
+    assert p.realized_pnl == D("-0.85") and p.total_fees == D("0.85")
+    assert position_to_dict(p)["funding_pnl"] == "-0.85"

@@ -298,11 +298,11 @@ def test_fill_identity_fallbacks() -> None:
     ).fill_id
     assert same == composed
     assert po(order(execution_id=..., side="SELL")).fill_id == composed
-    # without order id or time: the trace id
-    assert po(order(execution_id=..., order_id=...)).fill_id == "t-1"
-    assert po(order(execution_id=..., executed_at=...)).fill_id == "t-1"
-    err = rejected(po, order(execution_id=..., order_id=..., trace_id=...))
-    assert err.field == "execution_id"
+    # without order id or time: unidentifiable, never the trace id (one trace spans
+    # many fills: SPEC §3.2 rev 2)
+    for missing in ({"order_id": ...}, {"executed_at": ...}, {"order_id": ..., "trace_id": ...}):
+        err = rejected(po, order(execution_id=..., **missing))
+        assert (err.field, err.reason) == ("execution_id", "unidentifiable_fill")
 
 
 def test_numeric_ids_become_text() -> None:
@@ -504,3 +504,82 @@ def test_decode_json() -> None:
 def test_decode_then_parse_end_to_end() -> None:
     raw = orjson.dumps(order())
     assert po(decode_json(raw)).fill_id == "e-1"
+
+
+# --------------------------------------------------------------------------- rev 2 edges
+
+
+def po_body(body: bytes):  # type: ignore[no-untyped-def]
+    return parse_order_executed(decode_json(body), new_trace_id=new_trace)
+
+
+def test_a_json_number_is_read_from_its_own_text() -> None:
+    body = orjson.dumps(order()).replace(b'"0.5"', b"987654321.87654321")
+    assert po_body(body).quantity == Decimal("987654321.87654321")
+    body = orjson.dumps(order()).replace(b'"50000.00"', b"0.000000000000000001")
+    assert po_body(body).price == Decimal("1E-18")
+    assert decode_json(b'{"n": 12345678901234567890123}')["n"] == Decimal("12345678901234567890123")
+
+
+def test_duplicate_keys_are_rejected_naming_the_key() -> None:
+    body = b'{"asset": "BTCUSDT", "execution_quantity": "1", "execution_quantity": "2"}'
+    err = rejected(decode_json, body)
+    assert (err.field, err.reason) == ("execution_quantity", "duplicate key")
+    inner = b'{"data": {"symbol": "BTCUSDT", "size": "1", "size": "9"}}'
+    assert rejected(decode_json, inner).field == "size"
+
+
+@pytest.mark.parametrize("char", ["\\u0000", "\\u0007", "\\n", "\\u007f", "\\u0085"])
+def test_control_characters_in_strings_are_rejected(char: str) -> None:
+    body = orjson.dumps(order()).replace(b'"e-1"', f'"e-{char}1"'.encode())
+    err = rejected(decode_json, body)
+    assert (err.field, err.reason) == ("execution_id", "control character")
+    nested = orjson.dumps(position()).replace(b'"BTCUSDT"', f'"BTC{char}USDT"'.encode())
+    assert rejected(decode_json, nested).field == "symbol"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("execution_quantity", "١٢"),  # Arabic-Indic digits
+        ("execution_price", "\uff15\uff10\uff10"),  # full-width digits
+        ("executed_at", "٢٠٢٥-01-15T10:10:00Z"),
+    ],
+)
+def test_non_ascii_digits_are_rejected(field: str, value: str) -> None:
+    err = rejected(po, order(**{field: value}))
+    assert err.field == field and "non-ASCII" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1000000000000000000", "out of range"),
+        ("-1e18", "out of range"),
+        ("1e1500", "out of range"),
+        ("0.0000000000000000001", "more than 18 decimal places"),
+        ("1.0000000000000000001", "more than 18 decimal places"),
+    ],
+)
+def test_amounts_beyond_the_bounds_are_rejected(value: str, reason: str) -> None:
+    err = rejected(po, order(execution_fees=value))
+    assert (err.field, err.reason) == ("execution_fees", reason)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["999999999999999999.999999999999999999", "-999999999999999999", "0.100000000000000000000"],
+)
+def test_amounts_at_the_bounds_are_accepted_exactly(value: str) -> None:
+    assert po(order(execution_fees=value)).fee == Decimal(value)
+
+
+def test_seq_and_updated_time_must_fit_a_signed_64_bit_integer() -> None:
+    top = 2**63 - 1
+    assert pp(position(seq=top, updatedTime=str(top))).seq == top
+    for field in ("seq", "updatedTime"):
+        err = rejected(pp, position(**{field: str(2**63)}))
+        assert (err.field, err.reason) == (field, "out of range")
+        err = rejected(pp, position(**{field: "9" * 19}))
+        assert err.field == field
+    assert rejected(pp, position(seq=-2)).field == "seq"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import orjson
 from hypothesis import given, settings
@@ -202,3 +203,20 @@ def test_incremental_totals_match_recomputation(steps: list[tuple[str, Decimal, 
         fresh.long_count,
         fresh.short_count,
     )
+
+
+def test_the_largest_accepted_values_never_overflow_the_portfolio_math() -> None:
+    """|size| and price just below 10^18 with 18 places (the bridge's bounds): the
+    contribution and the totals are computed without a Decimal signal."""
+    big = "999999999999999999.999999999999999999"
+    books = [
+        book_of("BTCUSDT", fill(big, big), price(big)),
+        book_of("ETHUSDT", fill("-" + big, "0.000000000000000001"), price(big)),
+    ]
+    totals = Totals()
+    for offset, book in enumerate(books):
+        c = contribution(book)
+        assert c.exposure > Decimal("9.99e35")
+        totals = totals.apply(None, c, offset=offset, now=NOW)
+    exact = sum((Fraction(contribution(b).exposure) for b in books), Fraction(0))
+    assert Fraction(totals.exposure) == exact

@@ -110,6 +110,23 @@ def test_cash_flow_identity_without_fees(fills: list[Fill], mark: Decimal) -> No
     assert abs(total - (cash + value)) <= TOL * 10**6
 
 
+@given(trades(), prices)
+def test_realized_plus_unrealized_is_the_cash_result(fills: list[Fill], mark: Decimal) -> None:
+    """SPEC §4.1 rev 2: with every fee (and funding) charged to realized when paid,
+    realized + unrealized at any mark = cash paid and received + value held - fees."""
+    book = run([*fills, price(str(mark))])
+    assert book is not None
+    p = book.leg("one-way")
+    assert p is not None
+    cash = -sum((Fraction(f.quantity) * Fraction(f.price) for f in fills), Fraction(0))
+    fees = sum((Fraction(f.fee) for f in fills), Fraction(0))
+    value = Fraction(p.size) * Fraction(mark)
+    total = Fraction(p.realized_pnl) + Fraction(p.unrealized_pnl if p.size else 0)
+    assert abs(total - (cash + value - fees)) <= TOL * 10**6
+    funding = sum((Fraction(f.fee) for f in fills if f.is_funding), Fraction(0))
+    assert Fraction(p.funding_pnl) == -funding
+
+
 @given(trades(), st.data())
 def test_replaying_a_prefix_changes_nothing(fills: list[Fill], data: st.DataObject) -> None:
     once = run(list(fills))
