@@ -169,7 +169,7 @@ async def bench_throughput(n: int) -> None:
 
     # The same rows, straight into Postgres (no Kafka, no decoding).
     now = SystemClock().now()
-    pos_rows = [position_row(p, now) for p in coalesce(books)]
+    pos_rows = [position_row(p, now, Decimal(0)) for p, _ in coalesce(books)]
     led_rows = [row for b in books for row in ledger_rows(b)]
     rows = len(pos_rows) + len(led_rows)
     async with Rig() as rig:

@@ -21,6 +21,7 @@ from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer, decoded
 from pm_streams.domain import book_from_bytes
 from pm_streams.events import position_events
+from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.names import OUTPUT_EVENT_TYPES
@@ -35,7 +36,14 @@ class Republisher(BatchConsumer):
     name = "republisher"
     linger_ms = 20  # one round of publisher confirms per 20 ms at most, not per change
 
-    def __init__(self, settings: Settings, metrics: Metrics, clock: Clock, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock,
+        exposure: Exposure | None = None,
+        **kwargs: Any,
+    ) -> None:
         names = settings.kafka
         super().__init__(
             settings,
@@ -45,6 +53,7 @@ class Republisher(BatchConsumer):
             **kwargs,
         )
         self.clock = clock
+        self.exposure = exposure or Exposure()
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
 
@@ -73,7 +82,9 @@ class Republisher(BatchConsumer):
             return []
         now = self.clock.now()
         return [
-            e for view in book_from_bytes(record.value).steps() for e in position_events(view, now)
+            e
+            for view in book_from_bytes(record.value).steps()
+            for e in position_events(view, now, self.exposure.as_of(view))
         ]
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:

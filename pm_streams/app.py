@@ -15,6 +15,7 @@ from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
+from pm_streams.exposure import ExposureFollower
 from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
 from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
@@ -43,6 +44,7 @@ class Service:
     bridge: InboundBridge
     sink: PostgresSink
     republisher: Republisher
+    exposure: ExposureFollower
     fill_ids: Any = None
     """The fill-id table (`pm_streams.fill_ids`)."""
     books: BookCache = field(default_factory=BookCache)
@@ -67,7 +69,11 @@ class Service:
             extra = (*extra, self.metrics_writer)
         if self.heap is not None:
             extra = (*extra, self.heap)
-        outputs = (self.sink, self.republisher) if self.settings.outputs == "worker" else ()
+        outputs = (
+            (self.exposure, self.sink, self.republisher)
+            if self.settings.outputs == "worker"
+            else ()
+        )
         return (self.db, self.bridge, *outputs, *extra)
 
 
@@ -200,6 +206,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     metrics = Metrics.of_service()
     clock = clock or SystemClock()
     db = Database(settings)
+    follower = ExposureFollower(settings)
     service = Service(
         settings=settings,
         app=app,
@@ -212,8 +219,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         clock=clock,
         db=db,
         bridge=InboundBridge(settings, metrics),
-        sink=PostgresSink(settings, metrics, clock, db),
-        republisher=Republisher(settings, metrics, clock),
+        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
+        republisher=Republisher(settings, metrics, clock, follower.exposure),
+        exposure=follower,
     )
     portfolio = Portfolio(service)
     object.__setattr__(service, "portfolio", portfolio)  # frozen: set once, here

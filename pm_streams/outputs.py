@@ -24,6 +24,7 @@ from mode import Service
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.consumer import BatchConsumer
+from pm_streams.exposure import ExposureFollower
 from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
@@ -99,20 +100,26 @@ class Outputs:
     db: Database
     sink: PostgresSink
     republisher: Republisher
+    exposure: ExposureFollower
 
     @property
     def services(self) -> tuple[Service, ...]:
-        return (self.db, self.sink, self.republisher, OutputsWeb(self), HeapKeeper(self.metrics))
+        return (
+            self.db, self.exposure, self.sink, self.republisher, OutputsWeb(self),
+            HeapKeeper(self.metrics),
+        )  # fmt: skip
 
 
 def build_outputs(settings: Settings, *, clock: Clock | None = None) -> Outputs:
     metrics = Metrics.of_service()
     clock = clock or SystemClock()
     db = Database(settings)
+    follower = ExposureFollower(settings)
     return Outputs(
         settings=settings,
         metrics=metrics,
         db=db,
-        sink=PostgresSink(settings, metrics, clock, db),
-        republisher=Republisher(settings, metrics, clock),
+        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
+        republisher=Republisher(settings, metrics, clock, follower.exposure),
+        exposure=follower,
     )

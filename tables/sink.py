@@ -25,6 +25,7 @@ from aiokafka import ConsumerRecord
 from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer, decoded
 from pm_streams.domain import Book, Position, book_from_bytes, decimal_text, features
+from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
@@ -68,8 +69,10 @@ def _shown(d: Decimal | None) -> Decimal | None:
     return None if d is None else Decimal(decimal_text(d))
 
 
-def position_row(p: Position, clock_now: Any) -> tuple[Any, ...]:
-    f = features(p, clock_now, 0)
+def position_row(p: Position, clock_now: Any, total_exposure: Decimal) -> tuple[Any, ...]:
+    """The `positions` row of a leg, its features against `total_exposure` (the
+    portfolio's as of the change, `pm_streams.exposure`)."""
+    f = features(p, clock_now, total_exposure)
     pct, norm = f["unrealized_pnl_pct"], f["position_size_norm"]
     return (
         p.id, p.asset, p.mode, _shown(p.size), p.side, _shown(p.average_entry_price),
@@ -96,18 +99,19 @@ def reject_row(consumer: str, record: ConsumerRecord, error: str) -> tuple[Any, 
     )  # fmt: skip
 
 
-def coalesce(books: Iterable[Book]) -> list[Position]:
-    """The newest state of each (asset, mode) among the books of one batch."""
-    newest: dict[tuple[str, str], Position] = {}
+def coalesce(books: Iterable[Book]) -> list[tuple[Position, Book]]:
+    """The newest state of each (asset, mode) among the books of one batch, with the
+    book it is part of."""
+    newest: dict[tuple[str, str], tuple[Position, Book]] = {}
     for book in books:
         for leg in book.legs:
             key = (leg.asset, leg.mode)
-            seen = newest.get(key)
-            if seen is None or (leg.version, leg.last_snapshot_at or leg.created_at) >= (
-                seen.version,
-                seen.last_snapshot_at or seen.created_at,
+            hit = newest.get(key)
+            if hit is None or (leg.version, leg.last_snapshot_at or leg.created_at) >= (
+                hit[0].version,
+                hit[0].last_snapshot_at or hit[0].created_at,
             ):
-                newest[key] = leg
+                newest[key] = (leg, book)
     return list(newest.values())
 
 
@@ -124,7 +128,13 @@ class PostgresSink(BatchConsumer):
     linger_ms = 100  # the sink lag target is 1 s; Grafana reads no faster
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, clock: Clock, db: Database, **kwargs: Any
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock,
+        db: Database,
+        exposure: Exposure | None = None,
+        **kwargs: Any,
     ) -> None:
         names = settings.kafka
         super().__init__(
@@ -132,6 +142,7 @@ class PostgresSink(BatchConsumer):
         )
         self.clock = clock
         self.db = db
+        self.exposure = exposure or Exposure()
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         try:
@@ -172,7 +183,8 @@ class PostgresSink(BatchConsumer):
 
     async def _write_books(self, conn: Any, books: Sequence[Book]) -> tuple[int, int]:
         now = self.clock.now()
-        rows = [position_row(p, now) for p in coalesce(books)]
+        as_of = self.exposure.as_of
+        rows = [position_row(p, now, as_of(book)) for p, book in coalesce(books)]
         ledger = [row for book in books for row in ledger_rows(book)]
         if rows:
             await conn.executemany(UPSERT_POSITION, rows)

@@ -220,3 +220,18 @@ def test_the_largest_accepted_values_never_overflow_the_portfolio_math() -> None
         totals = totals.apply(None, c, offset=offset, now=NOW)
     exact = sum((Fraction(contribution(b).exposure) for b in books), Fraction(0))
     assert Fraction(totals.exposure) == exact
+
+
+def test_exposure_as_of_a_change_replaces_the_assets_known_contribution() -> None:
+    from pm_streams.exposure import Exposure
+
+    btc = book_of("BTCUSDT", fill("1", "100"))  # exposure 100 (entry price)
+    eth = book_of("ETHUSDT", fill("3", "100", asset="ETHUSDT"))  # exposure 300
+    exposure = Exposure()
+    assert exposure.as_of(btc) == 100  # nothing known yet: the change alone
+    t = Totals().apply(None, contribution(btc), offset=0, now=NOW)
+    exposure.take_totals(t.to_bytes())
+    exposure.take_contribution(contribution(btc).to_bytes())
+    assert exposure.as_of(eth) == 400
+    bigger = book_of("BTCUSDT", fill("1", "100"), fill("1", "100"))
+    assert exposure.as_of(bigger) == 200  # BTC's known 100 replaced by its new 200

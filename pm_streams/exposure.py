@@ -1,0 +1,126 @@
+"""The portfolio's total exposure as the outputs (sink, republisher) see it, so that every
+`position_updated` / `position_closed` event and every Postgres row carries
+`position_size_norm` against the real total (SPEC §4.4 rev 2), never a placeholder 0.
+
+The portfolio agent owns the totals; the outputs may run in another process. They read
+the agent's two changelogs (one partition each): the newest totals record, and every
+asset's latest contribution. The total *as of a change* of asset A is then the known
+total with A's known contribution replaced by A's contribution after the change, which
+is what the portfolio agent computes once it takes that change. Other assets' changes
+still in flight are not in it; they are at most one agent batch behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal, localcontext
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
+from pm_streams.logs import get_logger
+from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
+from pm_streams.portfolio import Contribution, Totals, contribution
+from pm_streams.settings import Settings
+
+log = get_logger("pm_streams.exposure")
+
+ZERO = Decimal(0)
+
+
+class Exposure:
+    """The known totals and contributions; `as_of(book)` for one change."""
+
+    def __init__(self) -> None:
+        self.total = ZERO
+        self._by_asset: dict[str, Decimal] = {}
+
+    def take_totals(self, raw: bytes | None) -> None:
+        if raw:
+            self.total = Totals.from_bytes(raw).exposure
+
+    def take_contribution(self, raw: bytes | None) -> None:
+        if raw:
+            c = Contribution.from_bytes(raw)
+            self._by_asset[c.asset] = c.exposure
+
+    def as_of(self, book: Book) -> Decimal:
+        """The total exposure with `book`'s asset at its state in `book`."""
+        with localcontext(AGGREGATE_CONTEXT):
+            known = self._by_asset.get(book.asset, ZERO)
+            return max(ZERO, self.total - known + contribution(book).exposure)
+
+
+class ExposureFollower(Service):
+    """Keeps an `Exposure` up to date from the portfolio agent's changelogs."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        names = settings.kafka
+        self.settings = settings
+        self.exposure = Exposure()
+        self.topics = {
+            names.changelog(PORTFOLIO_TOTALS_TABLE): self.exposure.take_totals,
+            names.changelog(PORTFOLIO_CONTRIB_TABLE): self.exposure.take_contribution,
+        }
+        self.caught_up = asyncio.Event()
+
+    async def on_start(self) -> None:
+        self.add_future(self._follow())
+        if not await self.wait_caught_up():
+            log.warning("exposure_not_caught_up", timeout=10.0)
+
+    async def wait_caught_up(self, timeout: float = 10.0) -> bool:
+        """Until what the changelogs held at start was read (bounded: a deployment
+        whose portfolio agent never ran yet has nothing to read)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.caught_up.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def _follow(self) -> None:
+        delay = 0.5
+        while not self.should_stop:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await consumer.start()
+                await self._read(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("exposure_follow_retry", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        existing = await consumer.topics()
+        parts = [TopicPartition(t, 0) for t in self.topics if t in existing]
+        if len(parts) < len(self.topics):
+            self.caught_up.set()  # nothing to read yet: the agent has not started
+            raise LookupError("portfolio changelogs not created yet")
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        while not self.should_stop:
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batches.items():
+                take = self.topics[tp.topic]
+                for record in records:
+                    try:
+                        take(record.value)
+                    except UNDECODABLE as exc:
+                        log.error("record_quarantined", topic=tp.topic, error=repr(exc))
+            if not self.caught_up.is_set():
+                positions = [await consumer.position(tp) for tp in parts]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, parts, strict=True)):
+                    self.caught_up.set()
