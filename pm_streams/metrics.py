@@ -36,7 +36,6 @@ HELP = {
     "pm_portfolio_apply_seconds": "Time to apply one batch of portfolio contributions",
     "pm_portfolio_changes_total": "Portfolio contributions applied",
     "pm_portfolio_events_total": "portfolio_updated / limit events emitted",
-    "pm_portfolio_total_exposure_usdt": "Total exposure of the portfolio (USDT)",
     "pm_portfolio_visibility_seconds": "From a position change to the totals that include it",
     "pm_portfolio_window_write_errors_total": "Failed writes of closed history windows",
     "pm_portfolio_windows_persisted_total": "Closed history windows written to portfolio_metrics",

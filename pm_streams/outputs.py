@@ -31,7 +31,7 @@ from pm_streams.settings import Settings
 from tables.db import Database
 from tables.sink import PostgresSink
 from web.errors import json_response
-from web.health import KafkaCheck, health_status
+from web.health import KafkaCheck, PostgresCheck, health_status
 
 
 class OutputsWeb(Service):
@@ -41,6 +41,7 @@ class OutputsWeb(Service):
         super().__init__(**kwargs)
         self.outputs = outputs
         self.kafka_ok = KafkaCheck(outputs.settings)
+        self.postgres_ok = PostgresCheck(outputs.settings)
         self.runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
@@ -55,6 +56,8 @@ class OutputsWeb(Service):
     async def on_stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.kafka_ok.close()
+        await self.postgres_ok.close()
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         text = self.outputs.metrics.render()
@@ -62,7 +65,7 @@ class OutputsWeb(Service):
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         o = self.outputs
-        db = await o.db.ping()
+        db = await self.postgres_ok()
         channel = o.republisher.channel
         queue = channel is not None and not channel.is_closed
         kafka = await self.kafka_ok()

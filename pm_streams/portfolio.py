@@ -741,7 +741,6 @@ class Portfolio:
         for crossed in crossings:
             await self._emit("portfolio_limit_exceeded", crossed)
         if latest is not None:
-            metrics.set("pm_portfolio_total_exposure_usdt", float(latest.exposure))
             await self._maybe_emit(latest)
         metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from pm_streams.names import KafkaNames, QueueNames
 
@@ -37,7 +39,7 @@ class ApiClient:
     """One API key with its name (for logs and metrics) and its limit per minute."""
 
     name: str
-    key: str
+    key: str = field(repr=False)
     limit_per_min: int
 
 
@@ -49,6 +51,9 @@ class Settings:
     web_host: str = "127.0.0.1"
     log_level: str = "INFO"
     api_clients: tuple[ApiClient, ...] = ()
+    internal_secret: str = field(default="", repr=False)
+    """Authenticates requests forwarded between workers (SPEC §7 rev 2); API clients
+    cannot derive it. Required when more than one worker serves."""
     rate_limit_default: int = 100
     rate_limit_overrides: Mapping[str, int] = field(default_factory=dict)
     # engine
@@ -97,7 +102,7 @@ class Settings:
     postgres_port: int = 5432
     postgres_db: str = "position_manager"
     postgres_user: str = "position_manager"
-    postgres_password: str = "position_manager"
+    postgres_password: str = field(default="position_manager", repr=False)
     postgres_schema: str = "public"
     postgres_sslmode: str = "prefer"
     """libpq's `sslmode` for every Postgres connection (`prefer`: asyncpg's default, TLS
@@ -106,7 +111,7 @@ class Settings:
     rabbitmq_host: str = "127.0.0.1"
     rabbitmq_port: int = 5672
     rabbitmq_user: str = "guest"
-    rabbitmq_password: str = "guest"
+    rabbitmq_password: str = field(default="guest", repr=False)
     rabbitmq_vhost: str = "/"
     queues: QueueNames = field(default_factory=QueueNames)
 
@@ -123,18 +128,19 @@ class Settings:
 
     @property
     def postgres_dsn(self) -> str:
+        """Credentials and names percent-escaped: a password such as `p@ss/w#rd` is a
+        password, never part of the host, path or query."""
         return (
-            f"postgresql://{self.postgres_user}:{self.postgres_password}"
-            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+            f"postgresql://{_q(self.postgres_user)}:{_q(self.postgres_password)}"
+            f"@{_host(self.postgres_host)}:{self.postgres_port}/{_q(self.postgres_db)}"
             f"?sslmode={self.postgres_sslmode}"
         )
 
     @property
     def rabbitmq_url(self) -> str:
-        vhost = "%2F" if self.rabbitmq_vhost == "/" else self.rabbitmq_vhost
         return (
-            f"amqp://{self.rabbitmq_user}:{self.rabbitmq_password}"
-            f"@{self.rabbitmq_host}:{self.rabbitmq_port}/{vhost}"
+            f"amqp://{_q(self.rabbitmq_user)}:{_q(self.rabbitmq_password)}"
+            f"@{_host(self.rabbitmq_host)}:{self.rabbitmq_port}/{_q(self.rabbitmq_vhost)}"
         )
 
     @property
@@ -175,12 +181,56 @@ class Settings:
         return _Reader(os.environ if env is None else env).settings()
 
 
-SECRET_FIELDS = frozenset({"postgres_password", "rabbitmq_password"})
+SECRET_FIELDS = frozenset({"postgres_password", "rabbitmq_password", "internal_secret"})
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _host(host: str) -> str:
+    """A host name or address as is (an IPv6 address in brackets); anything that could
+    end the authority part is refused when the settings are read."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def mask(secret: str) -> str:
     """Enough to tell two secrets apart in a support chat, never the secret itself."""
     return "(empty)" if not secret else "***"
+
+
+SHIPPED_KEYS = frozenset({"dev-key", "change-me", "test-key"})
+"""API keys that ship in this repository (scripts/run, docker-compose, tests)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_shipped_secrets(settings: Settings) -> None:
+    """A worker reachable beyond this host (SPEC §7 rev 2) starts only with secrets of
+    its own: not an API key, password or internal secret this repository ships."""
+    if is_loopback(settings.web_bind):
+        return
+    for client in settings.api_clients:
+        if client.key in SHIPPED_KEYS:
+            variable = P + ("API_KEY" if client.name == "default" else "API_KEYS")
+            raise SettingsError(
+                variable, f"the shipped key of {client.name!r} on a non-loopback bind"
+            )
+    if settings.postgres_password == "position_manager":
+        raise SettingsError("POSTGRES_PASSWORD", "the shipped password on a non-loopback bind")
+    if settings.rabbitmq_user == "guest" and settings.rabbitmq_password == "guest":
+        raise SettingsError("RABBITMQ_PASSWORD", "guest/guest on a non-loopback bind")
+    if len(settings.internal_secret) < 16:
+        raise SettingsError(
+            P + "INTERNAL_SECRET", "at least 16 characters are needed on a non-loopback bind"
+        )
 
 
 class _Reader:
@@ -210,12 +260,13 @@ class _Reader:
             order_executed=g(P + "QUEUE_ORDER_EXECUTED", _name, q.order_executed),
             output_prefix=g(P + "OUTPUT_PREFIX", _name, q.output_prefix),
         )
-        return Settings(
+        settings = Settings(
             port=g(P + "PORT", _port, d.port),
             web_bind=g(P + "WEB_BIND", str, d.web_bind),
             web_host=g(P + "WEB_HOST", str, d.web_host),
             log_level=g(P + "LOG_LEVEL", _log_level, d.log_level),
             api_clients=clients,
+            internal_secret=self.env.get(P + "INTERNAL_SECRET", "").strip(),
             rate_limit_default=default_limit,
             rate_limit_overrides=g(P + "RATE_LIMIT_OVERRIDES", _overrides, {}),
             use_ws_avg_price=g(P + "USE_WS_AVG_PRICE", _bool, d.use_ws_avg_price),
@@ -263,20 +314,22 @@ class _Reader:
             batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),
             producer_linger=g(P + "PRODUCER_LINGER", _non_negative_float, d.producer_linger),
             outputs=g(P + "OUTPUTS", _outputs, d.outputs),
-            postgres_host=g("POSTGRES_HOST", str, d.postgres_host),
+            postgres_host=g("POSTGRES_HOST", _hostname, d.postgres_host),
             postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),
             postgres_db=g("POSTGRES_DB", _name, d.postgres_db),
             postgres_user=g("POSTGRES_USER", str, d.postgres_user),
             postgres_password=g("POSTGRES_PASSWORD", str, d.postgres_password),
             postgres_schema=g(P + "POSTGRES_SCHEMA", _identifier, d.postgres_schema),
             postgres_sslmode=g("POSTGRES_SSLMODE", _sslmode, d.postgres_sslmode),
-            rabbitmq_host=g("RABBITMQ_HOST", str, d.rabbitmq_host),
+            rabbitmq_host=g("RABBITMQ_HOST", _hostname, d.rabbitmq_host),
             rabbitmq_port=g("RABBITMQ_PORT", _port, d.rabbitmq_port),
             rabbitmq_user=g("RABBITMQ_USER", str, d.rabbitmq_user),
             rabbitmq_password=g("RABBITMQ_PASSWORD", str, d.rabbitmq_password),
             rabbitmq_vhost=g("RABBITMQ_VHOST", str, d.rabbitmq_vhost),
             queues=queues,
         )
+        refuse_shipped_secrets(settings)
+        return settings
 
     def api_clients(self, default_limit: int) -> tuple[ApiClient, ...]:
         clients: list[ApiClient] = []
@@ -314,6 +367,12 @@ def _duration(raw: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive duration")
     return value
+
+
+def _hostname(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._:\-\[\]]+", raw):
+        raise ValueError("not a host name or address")
+    return raw
 
 
 def _positive_int(raw: str) -> int:

@@ -14,7 +14,7 @@ from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.settings import ApiClient, Settings
 from web.errors import ApiError
-from web.routing import internal_token, is_internal
+from web.routing import FORWARDED, internal_token, is_internal
 
 log = get_logger("web.auth")
 
@@ -106,6 +106,11 @@ class _Buckets:
         self.total = 0
 
 
+UNAUTHORIZED_PER_MIN = 30
+"""Requests without a valid key answered (and logged) per client address a minute;
+the rest get 429 and are only counted."""
+
+
 class Gate:
     """Key check and rate limit of one request (raises `ApiError` 401 / 429); the
     routes that need no key (`/health`, `/metrics`, the OpenAPI document) never call it."""
@@ -115,6 +120,8 @@ class Gate:
         self.metrics = metrics
         self.ring = KeyRing(settings)
         self.limiter = RateLimiter()
+        self.unknown = RateLimiter()
+        """Requests without a valid key, per client address (SPEC §7 rev 2)."""
         self.token = internal_token(settings)
         self._limits = {client.name: settings.limit_for(client) for client in settings.api_clients}
 
@@ -124,6 +131,16 @@ class Gate:
         client = self.ring.find(presented) if presented else None
         if client is None:
             self.metrics.inc("pm_api_unauthorized_total")
+            remote = request.remote or "-"
+            wait = self.unknown.check(remote, UNAUTHORIZED_PER_MIN, time.monotonic())
+            if wait is not None:  # refused without a log line each: a key-guessing loop
+                self.metrics.inc("pm_rate_limited_total", client="unauthorized")
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"more than {UNAUTHORIZED_PER_MIN} requests without a valid key a minute",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
             log.warning(
                 "unauthorized",
                 path=request.path,
@@ -133,9 +150,13 @@ class Gate:
                 trace_id=headers.get("X-Trace-Id", "-"),
             )
             raise ApiError(401, "unauthorized", "missing or unknown X-API-Key")
-        if is_internal(request, self.token):
-            # Forwarded by another worker, which already counted it against the key.
-            return
+        if FORWARDED in headers:
+            if is_internal(request, self.token):
+                # Forwarded by another worker, which already counted it against the key.
+                return
+            self.metrics.inc("pm_forged_internal_total")
+            log.warning("forged_internal_header", path=request.path, remote=request.remote)
+            raise ApiError(403, "forbidden", f"{FORWARDED}: not a request of this deployment")
         limit = self._limits[client.name]
         wait = self.limiter.check(client.name, limit, time.monotonic())
         if wait is not None:

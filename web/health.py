@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaClient
 
 from pm_streams.settings import Settings
@@ -20,31 +21,89 @@ def health_status(*, kafka: bool, others: tuple[bool, ...]) -> str:
 
 
 class KafkaCheck:
-    """Bootstraps a client (metadata request) at most once per `ttl` seconds."""
+    """Asks the broker for metadata at most once per `ttl` seconds, on one client kept
+    for the process; concurrent callers share the check in flight (an unauthenticated
+    `/health` flood opens no Kafka connections)."""
 
     def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
         self.settings = settings
         self.ttl = ttl
         self._at = 0.0
         self._ok = False
+        self._lock = asyncio.Lock()
+        self._client: AIOKafkaClient | None = None
 
     async def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self._at < self.ttl:
+        if time.monotonic() - self._at < self.ttl:
             return self._ok
-        client = AIOKafkaClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
-        )
+        async with self._lock:
+            if time.monotonic() - self._at < self.ttl:
+                return self._ok  # checked while this call waited
+            self._ok = await self._check()
+            self._at = time.monotonic()
+            return self._ok
+
+    async def _check(self) -> bool:
         try:
             async with asyncio.timeout(3):
-                await client.bootstrap()
-            self._ok = True
+                if self._client is None:
+                    client = AIOKafkaClient(
+                        bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
+                    )
+                    await client.bootstrap()
+                    self._client = client
+                else:
+                    await self._client.fetch_all_metadata()
+            return True
         except Exception:
-            self._ok = False
-        finally:
-            await client.close()
-        self._at = time.monotonic()
-        return self._ok
+            if self._client is not None:
+                client, self._client = self._client, None
+                await client.close()
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+class PostgresCheck:
+    """`SELECT 1` on a connection of its own (not the sink's pool, which a `/health`
+    flood must not starve), at most once per `ttl` seconds, shared by concurrent
+    callers."""
+
+    def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self._at = 0.0
+        self._ok = False
+        self._lock = asyncio.Lock()
+        self._conn: Any = None
+
+    async def __call__(self) -> bool:
+        if time.monotonic() - self._at < self.ttl:
+            return self._ok
+        async with self._lock:
+            if time.monotonic() - self._at < self.ttl:
+                return self._ok
+            self._ok = await self._check()
+            self._at = time.monotonic()
+            return self._ok
+
+    async def _check(self) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self.settings.postgres_dsn, timeout=2)
+                return bool(await self._conn.fetchval("SELECT 1") == 1)
+        except Exception:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.terminate()
+            return False
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
 
 
 class Readiness:

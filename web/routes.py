@@ -26,7 +26,7 @@ from web.auth import Gate
 from web.docs import DocsPage
 from web.endpoints import Endpoints
 from web.errors import ApiError, bad_parameter, json_response
-from web.health import KafkaCheck, Readiness, health_status
+from web.health import KafkaCheck, PostgresCheck, Readiness, health_status
 from web.openapi import document
 from web.routing import SCOPE, Router, is_internal
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
 API_MODES = ("one-way", "hedge", "hedge-long", "hedge-short")
-EXPOSURE_HEADER = "X-PM-Total-Exposure"
 MAX_SIZE = Decimal("1e15")
 HISTORY_MAX_SPAN = timedelta(days=31)
 
@@ -123,6 +122,8 @@ def register(service: Service) -> None:
     )  # validate, snapshot(s): web/commands.py
     endpoints.finish()
     web_app.on_cleanup.append(lambda _app: handlers.router.close())
+    web_app.on_cleanup.append(lambda _app: handlers.kafka_ok.close())
+    web_app.on_cleanup.append(lambda _app: handlers.postgres_ok.close())
 
 
 class Handlers:
@@ -131,6 +132,7 @@ class Handlers:
         self.live = service.portfolio
         self.router = Router(service.app, service.settings)
         self.kafka_ok = KafkaCheck(service.settings)
+        self.postgres_ok = PostgresCheck(service.settings)
         self.readiness = Readiness(service.app, self.kafka_ok)
         self.docs = DocsPage()
         self.positions_changelog = service.settings.kafka.positions_changelog
@@ -146,11 +148,8 @@ class Handlers:
         return self.service.books.readable(asset, stored(self.service.positions, asset))
 
     async def total_exposure(self, request: web.Request) -> Decimal:
-        """The live total exposure, from the portfolio's owner (SPEC §4.4); on a
-        fan-out sub-request, the value the gathering worker passed along, so every
-        part of one answer uses the same total."""
-        if EXPOSURE_HEADER in request.headers and is_internal(request, self.router.token):
-            return Decimal(request.headers[EXPOSURE_HEADER])
+        """The live total exposure, from the portfolio's owner (SPEC §4.4); never from
+        a request header (SPEC §7 rev 2)."""
         dest = self.router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
         if dest is None:
             exposure: Decimal = self.live.totals().exposure
@@ -239,7 +238,6 @@ class Handlers:
             {"positions": local},
             "/api/v1/positions",
             params,
-            {EXPOSURE_HEADER: str(exposure)},
         )
         merged = [p for part in parts for p in part["positions"]]
         merged.sort(key=lambda p: (p["asset"], p["mode"]))
@@ -402,7 +400,7 @@ class Handlers:
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         service = self.service
-        db = await service.db.ping()
+        db = await self.postgres_ok()
         queue = service.bridge.connected
         kafka = await self.kafka_ok()
         status = health_status(kafka=kafka, others=(db, queue))
@@ -413,7 +411,7 @@ class Handlers:
             "database_connected": db,
             "queue_connected": queue,
             "kafka_connected": kafka,
-            "positions_count": sum(1 for _ in service.positions),
+            "positions_count": len(service.positions),  # no scan of the table
             "partitions_ready": self.router.ready(),
             "partitions_owned": self.router.active_count(self.positions_changelog),
             "portfolio_owner": self.live.owner(),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,10 +41,22 @@ _UNKNOWN = URL("unknown:")  # a sentinel: no owner cached yet
 
 
 def internal_token(settings: Settings) -> str:
-    """A token every worker of the deployment can compute and clients cannot guess
-    without holding every configured key."""
-    secret = "\x00".join(sorted(c.key for c in settings.api_clients)).encode()
-    return hmac.new(secret, settings.app_id.encode(), hashlib.sha256).hexdigest()
+    """The proof a forwarded request carries: an HMAC of the app id under
+    `POSITION_MANAGER_INTERNAL_SECRET`, which every worker of the deployment holds and no
+    API client can derive (it is not made of the API keys). Without that setting a
+    process-local random token: this worker then accepts no forwarded request and
+    forwards none (`Router.forward` says which variable to set)."""
+    secret = settings.internal_secret or _PROCESS_SECRET
+    return hmac.new(secret.encode(), settings.app_id.encode(), hashlib.sha256).hexdigest()
+
+
+_PROCESS_SECRET = secrets.token_hex(32)
+"""Stands in for an unset `POSITION_MANAGER_INTERNAL_SECRET`: known to no other process."""
+
+NO_SECRET = (
+    "POSITION_MANAGER_INTERNAL_SECRET must be set (the same on every worker) when more "
+    "than one worker serves"
+)
 
 
 def is_internal(request: web.Request, token: str) -> bool:
@@ -63,6 +76,7 @@ def _ident(url: URL | str) -> tuple[str | None, int | None]:
 class Router:
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
         self.token = internal_token(settings)
         self._session: aiohttp.ClientSession | None = None
         self._own = _ident(settings.canonical_url)
@@ -146,6 +160,9 @@ class Router:
     def _headers(
         self, request: web.Request, extra: Mapping[str, str] | None = None
     ) -> dict[str, str]:
+        if not self.settings.internal_secret:
+            log.error("internal_secret_missing", path=request.path)
+            raise ApiError(503, "misconfigured", NO_SECRET)
         headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
         headers[FORWARDED] = self.token
         headers.update(extra or {})
@@ -204,7 +221,6 @@ class Router:
         local: Any,
         path: str,
         params: Mapping[str, str],
-        extra_headers: Mapping[str, str],
     ) -> list[Any]:
         """The local answer plus every other owning worker's, in host order."""
         own = self._own
@@ -214,7 +230,7 @@ class Router:
                 tasks.append(asyncio.sleep(0, local))
             else:
                 tasks.append(
-                    self.fetch_json(host, request, path, params, {SCOPE: "local", **extra_headers})
+                    self.fetch_json(host, request, path, params, {SCOPE: "local"})
                 )
         return list(await asyncio.gather(*tasks))
 

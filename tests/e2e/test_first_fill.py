@@ -28,7 +28,7 @@ async def test_fill_reaches_api_and_survives_restarts(
     assert health["database_connected"]
 
     await publish(deployment.order_queue, [fill("e-1", "BUY", "1.0", "48000.00", fee="10")])
-    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1"))
     assert body["asset"] == "BTCUSDT"
     assert body["side"] == "long"
     assert body["mode"] == "one-way"
@@ -50,15 +50,15 @@ async def test_fill_reaches_api_and_survives_restarts(
 
     # SIGKILL: nothing flushed on the way out; still restored, and new fills apply once.
     await publish(deployment.order_queue, [fill("e-3", "SELL", "0.5", "51000.00", fee="25.50")])
-    await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1"))
     assert worker.signal(signal.SIGKILL) == -signal.SIGKILL
     worker = WorkerProcess(deployment, port=worker.port).start()
     workers.append(worker)
     await worker.wait_healthy()
-    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1.0"))
+    body = await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1"))
     assert body["id"] == position_id and body["version"] == 3
-    # (51000 - 48666.666…) * 0.5 - 25.50
-    assert round(float(body["realized_pnl"]), 2) == round((51000 - 146000 / 3) * 0.5 - 25.5, 2)
+    # (51000 - 48666.666…) * 0.5 - 25.50, and the opening fee of 10 (paid when opened)
+    assert round(float(body["realized_pnl"]), 2) == round((51000 - 146000 / 3) * 0.5 - 35.5, 2)
 
 
 async def test_unknown_key_is_rejected(

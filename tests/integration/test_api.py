@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
+from pm_streams.domain import DECIMAL_CONTEXT, decimal_text
 from tests.support.worker import API_KEY, Deployment, WorkerProcess, drain, publish
 
 pytestmark = pytest.mark.integration
@@ -149,7 +150,8 @@ async def test_tc012_list_and_filters(api: tuple[Deployment, WorkerProcess]) -> 
     )
     _, body, _ = await request(worker, "/api/v1/positions")
     btc = body["positions"][0]
-    assert round(D(btc["position_size_norm"]), 20) == round(D(50000) / D(90000), 20)
+    with localcontext(DECIMAL_CONTEXT):
+        assert btc["position_size_norm"] == decimal_text(D(50000) / D(90000))
     status, body, _ = await request(worker, "/api/v1/positions", asset="BTCUSDT")
     assert status == 200 and [p["asset"] for p in body["positions"]] == ["BTCUSDT"]
     status, body, _ = await request(worker, "/api/v1/positions", size_min="5.0")
@@ -395,7 +397,7 @@ async def test_tc014_tc015_tc021_commands_through_the_api(
         _, live, _ = await request(worker, "/api/v1/positions/BTCUSDT")
         status, snap, _ = await request(worker, "/api/v1/positions/BTCUSDT/snapshot", method="POST")
         assert status == 201, snap
-        assert snap["snapshot_data"]["size"] == "1.0"
+        assert snap["snapshot_data"]["size"] == "1"
         # The ML feature with the live total exposure, as the position route answers it.
         norm = snap["snapshot_data"]["position_size_norm"]
         assert D(norm) > 0 and norm == live["position_size_norm"]

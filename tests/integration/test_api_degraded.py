@@ -40,7 +40,7 @@ async def test_tc027_database_down(deployment: Deployment, workers: list[WorkerP
         ],
     )
     body = await worker.wait_for("/api/v1/positions", lambda s, b: s == 200 and b["count"] == 1)
-    assert body["positions"][0]["size"] == "1.0"
+    assert body["positions"][0]["size"] == "1"
     body = await worker.wait_for(
         "/api/v1/portfolio", lambda s, b: s == 200 and b["open_positions_count"] == 1
     )

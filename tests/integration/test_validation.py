@@ -79,7 +79,7 @@ async def test_seeded_discrepancy_detected_and_fixed_missing_report_never_flat(
     before = await worker.wait_for(
         "/api/v1/positions/ETHUSDT", lambda s, b: s == 200 and b["exchange_size"] == "2.5"
     )
-    assert before["size"] == "2.0"
+    assert before["size"] == "2"  # trailing zeros stripped (SPEC §4 rev 2)
     await wait_ledger(deployment, "ETHUSDT", 1)
 
     # Detected, not fixed.

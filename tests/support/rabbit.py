@@ -9,13 +9,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import aio_pika
 import orjson
 
-from pm_streams.domain import Book, EngineConfig, apply, parse_order_executed
+from pm_streams.domain import Book, EngineConfig, apply, decimal_text, parse_order_executed
 from tests.support.worker import ROOT
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1/"
@@ -77,11 +76,12 @@ def matches(api: dict[str, Any], book: Book, mode: str = "one-way") -> bool:
     leg = book.leg(mode)
     if leg is None:
         return False
+    # The API shows each stored value by the output rule (SPEC §4 rev 2), exactly.
     return (
-        Decimal(api["size"]) == leg.size
-        and Decimal(api["average_entry_price"]) == leg.average_entry_price
-        and Decimal(api["realized_pnl"]) == leg.realized_pnl
-        and Decimal(api["total_fees"]) == leg.total_fees
+        api["size"] == decimal_text(leg.size)
+        and api["average_entry_price"] == decimal_text(leg.average_entry_price)
+        and api["realized_pnl"] == decimal_text(leg.realized_pnl)
+        and api["total_fees"] == decimal_text(leg.total_fees)
         and api["version"] == leg.version
     )
 

@@ -75,6 +75,7 @@ class Deployment:
                 "POSITION_MANAGER_APP_ID": self.app_id,
                 "POSITION_MANAGER_PORT": str(port),
                 "POSITION_MANAGER_API_KEY": API_KEY,
+                "POSITION_MANAGER_INTERNAL_SECRET": f"internal-{self.run_id}-secret",
                 "POSITION_MANAGER_PARTITIONS": str(self.partitions),
                 "POSITION_MANAGER_DATA_DIR": str(self.tmp / "data"),
                 "POSITION_MANAGER_QUEUE_POSITION": self.position_queue,

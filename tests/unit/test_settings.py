@@ -69,3 +69,61 @@ def test_show_config_masks_every_secret() -> None:
         assert secret not in text
     assert "postgres_password = ***" in text and "risk:***:200" in text
     assert "app_id = position-manager" in text
+
+
+def test_credentials_are_escaped_in_urls_and_hidden_in_repr() -> None:
+    from urllib.parse import unquote, urlsplit
+
+    s = Settings.from_env(
+        {
+            "POSTGRES_PASSWORD": "p@ss/w#rd?sslmode=disable",
+            "RABBITMQ_USER": "desk:ops",
+            "RABBITMQ_PASSWORD": "a@b/c",
+            "RABBITMQ_VHOST": "/",
+            "POSITION_MANAGER_API_KEY": "k3y-secret",
+            "POSITION_MANAGER_INTERNAL_SECRET": "internal-secret-value",
+        }
+    )
+    pg = urlsplit(s.postgres_dsn)
+    assert (pg.hostname, pg.port, unquote(pg.password or "")) == (
+        "127.0.0.1",
+        5432,
+        "p@ss/w#rd?sslmode=disable",
+    )
+    assert pg.query == "sslmode=prefer"
+    mq = urlsplit(s.rabbitmq_url)
+    assert (mq.hostname, unquote(mq.username or ""), unquote(mq.password or "")) == (
+        "127.0.0.1",
+        "desk:ops",
+        "a@b/c",
+    )
+    assert unquote(mq.path[1:]) == "/"
+    text = repr(s)
+    for secret in ("p@ss", "a@b/c", "k3y-secret", "internal-secret-value"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"POSITION_MANAGER_API_KEY": "change-me"}, "POSITION_MANAGER_API_KEY"),
+        ({"POSITION_MANAGER_API_KEYS": "ui:dev-key"}, "POSITION_MANAGER_API_KEYS"),
+        ({"POSTGRES_PASSWORD": "position_manager"}, "POSTGRES_PASSWORD"),
+        ({"RABBITMQ_USER": "guest", "RABBITMQ_PASSWORD": "guest"}, "RABBITMQ_PASSWORD"),
+        ({"POSITION_MANAGER_INTERNAL_SECRET": "short"}, "POSITION_MANAGER_INTERNAL_SECRET"),
+    ],
+)
+def test_shipped_secrets_are_refused_beyond_loopback(env: dict[str, str], variable: str) -> None:
+    own = {
+        "POSITION_MANAGER_API_KEY": "a-key-of-our-own",
+        "POSTGRES_PASSWORD": "pg-of-our-own",
+        "RABBITMQ_USER": "desk",
+        "RABBITMQ_PASSWORD": "mq-of-our-own",
+        "POSITION_MANAGER_INTERNAL_SECRET": "x" * 32,
+    }
+    assert Settings.from_env({**own, "POSITION_MANAGER_WEB_BIND": "0.0.0.0"}).web_bind
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**own, **env, "POSITION_MANAGER_WEB_BIND": "0.0.0.0"})
+    assert caught.value.variable == variable
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        Settings.from_env({**own, **env, "POSITION_MANAGER_WEB_BIND": loopback})

@@ -128,3 +128,60 @@ def test_gate_does_not_count_a_forwarded_request_again() -> None:
     for _ in range(10):
         gate.check(_request(**{"X-API-Key": "k-ui", FORWARDED: token}))
     gate.check(_request(**{"X-API-Key": "k-ui"}))
+
+
+# --------------------------------------------------------------------------- rev 2 trust
+
+
+def _refused(gate: Gate, **headers: str) -> ApiError:
+    try:
+        gate.check(_request(**headers))
+    except ApiError as err:
+        return err
+    raise AssertionError("admitted")
+
+
+def test_the_internal_token_cannot_be_derived_from_the_api_keys() -> None:
+    """The old token was an HMAC of the keys and the app id: any client holding every
+    key (or the only one) could forge it. Now it needs the internal secret."""
+    import hashlib
+    import hmac
+
+    gate = _gate()
+    keys = "\x00".join(sorted(c.key for c in gate.settings.api_clients)).encode()
+    old_style = hmac.new(keys, gate.settings.app_id.encode(), hashlib.sha256).hexdigest()
+    for forged in (old_style, "x", internal_token(Settings(internal_secret="guess"))):
+        err = _refused(gate, **{"X-API-Key": "k-ui", FORWARDED: forged})
+        assert (err.status, err.code) == (403, "forbidden")
+    assert gate.metrics.total("pm_forged_internal_total") == 3
+    # and a forged header never skips the rate limit: k-ui's 2/min are still there
+    for _ in range(2):
+        gate.check(_request(**{"X-API-Key": "k-ui"}))
+    assert _refused(gate, **{"X-API-Key": "k-ui"}).status == 429
+
+
+def test_without_an_internal_secret_a_worker_forwards_nothing_and_says_why() -> None:
+    from types import SimpleNamespace
+
+    from web.routing import NO_SECRET, Router
+
+    router = Router(SimpleNamespace(), Settings())
+    try:
+        router._headers(_request(**{"X-API-Key": "k-ui"}))
+    except ApiError as err:
+        assert (err.status, err.code, str(err)) == (503, "misconfigured", NO_SECRET)
+    else:
+        raise AssertionError("forwarded without a secret")
+    shared = Router(SimpleNamespace(), Settings(internal_secret="s" * 32))
+    headers = shared._headers(_request(**{"X-API-Key": "k-ui"}))
+    assert headers[FORWARDED] == internal_token(Settings(internal_secret="s" * 32))
+
+
+def test_requests_without_a_valid_key_are_limited_per_address() -> None:
+    from web.auth import UNAUTHORIZED_PER_MIN
+
+    gate = _gate()
+    statuses = [_refused(gate, **{"X-API-Key": f"guess-{i}"}).status for i in range(40)]
+    assert statuses == [401] * UNAUTHORIZED_PER_MIN + [429] * (40 - UNAUTHORIZED_PER_MIN)
+    assert gate.metrics.total("pm_api_unauthorized_total") == 40
+    gate.check(_request(**{"X-API-Key": "k-risk"}))  # a valid key is unaffected
