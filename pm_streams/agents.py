@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = get_logger("pm_streams.agents")
 
+PROBE = b'{"type":"probe"}'
+"""A record the agent skips; sent to each of its input partitions after a rebalance so
+that a record Faust skipped at the partition's start position is re-read (`fill_gap`)
+at once, not only when the partition's next real event arrives."""
+
 CONTRIBUTIONS_PER_RECORD = 500
 """~300 bytes each: a record of at most ~150 KB."""
 
@@ -83,6 +88,8 @@ def register(service: Service) -> None:
         asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any
     ) -> Exception | None:
         """Apply one event into `batch`; the exception of a failed event is returned."""
+        if payload == PROBE:
+            return None
         started = time.perf_counter()
         cycle_from.setdefault(origin.message.tp.partition, offset)
         now = service.clock.now()
@@ -162,6 +169,20 @@ def register(service: Service) -> None:
                 service.metrics.inc("pm_fill_ids_expired_total", expired)
         latest = (stored_book(asset) for asset in touched)
         _contribute(service, [book for book in latest if book is not None])
+
+    async def probe(sender: Any, /, *_: Any, **__: Any) -> None:
+        """After a rebalance: one probe record per input partition this worker owns.
+
+        faust-streaming can skip the records at a partition's start position after an
+        assignment (a fill sent right after a restart was not applied until the next
+        fill of its partition arrived); the probe arrives after them, so the agent's
+        gap check reads them back right away."""
+        name = service.input_topic.get_topic_name()
+        for tp in list(app.consumer.assignment()):
+            if tp.topic == name:
+                await service.input_topic.send(value=PROBE, partition=tp.partition)
+
+    app.on_rebalance_complete.connect(probe)
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:

@@ -99,7 +99,8 @@ class GapReader:
                 for r in batch.get(tp, []):
                     if r.offset >= end:
                         return out
-                    out.append(Record(r.key.decode(), r.value, r.offset))
+                    key = r.key.decode() if r.key is not None else ""  # a probe has none
+                    out.append(Record(key, r.value, r.offset))
 
     async def close(self) -> None:
         if self._consumer is not None:
