@@ -77,27 +77,3 @@ async def test_unknown_key_is_rejected(
             worker.url + "/api/v1/positions/BTCUSDT", headers={"X-API-Key": "nope"}
         ) as resp:
             assert resp.status == 401
-
-
-async def test_a_fill_sent_right_after_a_restart_is_applied_without_waiting_for_another(
-    deployment: Deployment, workers: list[WorkerProcess]
-) -> None:
-    """faust-streaming can skip the records at a partition's start position after an
-    assignment; the agent's probe after each rebalance has them read back at once.
-    Without it this fill waited for the next fill of its partition."""
-    worker = WorkerProcess(deployment).start()
-    workers.append(worker)
-    await worker.wait_healthy()
-    await publish(deployment.order_queue, [fill("r-0", "BUY", "1", "10", asset="BTCUSDT")])
-    await worker.wait_for("/api/v1/positions/BTCUSDT", has_size("1"))
-    assert worker.stop() == 0
-    worker = WorkerProcess(deployment, port=worker.port).start()
-    workers.append(worker)
-    await worker.wait_healthy()
-    fresh = ["FRESHAUSDT", "FRESHBUSDT", "FRESHCUSDT", "FRESHDUSDT"]
-    await publish(
-        deployment.order_queue,
-        [fill(f"r-{a}", "BUY", "2", "10", asset=a) for a in fresh],
-    )
-    for asset in fresh:
-        await worker.wait_for(f"/api/v1/positions/{asset}", has_size("2"), timeout=15)
