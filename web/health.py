@@ -20,10 +20,9 @@ def health_status(*, kafka: bool, others: tuple[bool, ...]) -> str:
     return "healthy" if all(others) else "degraded"
 
 
-class KafkaCheck:
-    """Asks the broker for metadata at most once per `ttl` seconds, on one client kept
-    for the process; concurrent callers share the check in flight (an unauthenticated
-    `/health` flood opens no Kafka connections)."""
+class _CachedCheck:
+    """A dependency check run at most once per `ttl` seconds; concurrent callers share
+    the check in flight (a `/health` flood costs one check a second)."""
 
     def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
         self.settings = settings
@@ -31,7 +30,6 @@ class KafkaCheck:
         self._at = 0.0
         self._ok = False
         self._lock = asyncio.Lock()
-        self._client: AIOKafkaClient | None = None
 
     async def __call__(self) -> bool:
         if time.monotonic() - self._at < self.ttl:
@@ -42,6 +40,15 @@ class KafkaCheck:
             self._ok = await self._check()
             self._at = time.monotonic()
             return self._ok
+
+    async def _check(self) -> bool:
+        raise NotImplementedError
+
+
+class KafkaCheck(_CachedCheck):
+    """A metadata request on one client kept for the process (no connection per call)."""
+
+    _client: AIOKafkaClient | None = None
 
     async def _check(self) -> bool:
         try:
@@ -66,28 +73,11 @@ class KafkaCheck:
             await self._client.close()
 
 
-class PostgresCheck:
-    """`SELECT 1` on a connection of its own (not the sink's pool, which a `/health`
-    flood must not starve), at most once per `ttl` seconds, shared by concurrent
-    callers."""
+class PostgresCheck(_CachedCheck):
+    """`SELECT 1` on a connection of its own: not the sink's pool, which a `/health`
+    flood must not starve."""
 
-    def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
-        self.settings = settings
-        self.ttl = ttl
-        self._at = 0.0
-        self._ok = False
-        self._lock = asyncio.Lock()
-        self._conn: Any = None
-
-    async def __call__(self) -> bool:
-        if time.monotonic() - self._at < self.ttl:
-            return self._ok
-        async with self._lock:
-            if time.monotonic() - self._at < self.ttl:
-                return self._ok
-            self._ok = await self._check()
-            self._at = time.monotonic()
-            return self._ok
+    _conn: Any = None
 
     async def _check(self) -> bool:
         try:

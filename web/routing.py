@@ -229,9 +229,7 @@ class Router:
             if _ident(host) == own:
                 tasks.append(asyncio.sleep(0, local))
             else:
-                tasks.append(
-                    self.fetch_json(host, request, path, params, {SCOPE: "local"})
-                )
+                tasks.append(self.fetch_json(host, request, path, params, {SCOPE: "local"}))
         return list(await asyncio.gather(*tasks))
 
     async def close(self) -> None:
