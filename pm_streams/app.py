@@ -119,7 +119,7 @@ def faust_app(settings: Settings) -> faust.App:
         # Batch produce requests (default 5 ms): every applied change produces several
         # records (changelogs, the portfolio contribution); one request per record
         # made the broker's CPU the bottleneck (bench/bench_api.py: ~2x throughput),
-        # and 0 gave a worse visibility p99 at 500 events/s (README, session 10).
+        # and 0 gave a worse visibility p99 at 500 events/s (bench/bench_api.py).
         producer_linger=settings.producer_linger,
         stream_recovery_delay=0.0,
         # A processing error must not silently ack an event: the agent catches

@@ -89,9 +89,8 @@ class Settings:
     """Most input events the positions agent applies before writing the table."""
     batch_window: float = 0.010
     """Under steady input, a batch closes this long (s) after the previous one; the first
-    event after a quiet spell is taken at once. 10 ms, not 5: fewer, larger batches left
-    the CPU headroom that cut visibility p99 at 500 events/s from 108-206 ms to 48-71 ms
-    (bench_api.py, README)."""
+    event after a quiet spell is taken at once. Fewer, larger batches leave CPU headroom
+    that a shorter window spends on wake-ups (bench/bench_api.py)."""
     producer_linger: float = 0.005
     """How long (s) the Kafka producer holds a record for more to the same partition."""
     outputs: str = "worker"

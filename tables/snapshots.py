@@ -264,11 +264,10 @@ class Snapshots(Service):
         seconds.
 
         A round is every open leg at a worker's first tick, and again each interval:
-        at 1,000 legs taken back to back it was ~35 % of a core for ~16 s (bench_api.py,
-        README Benchmarks), enough to lift every event's latency for as long. Paced
-        one by one, each snapshot still cost ~9 ms of the worker's CPU: its outbox
-        and input records went out in Kafka requests of their own, and the agents took
-        its `SnapshotTaken` as a batch of one. A group's snapshots are taken together,
+        taken back to back, a round of a thousand legs holds a core long enough to
+        lift every event's latency. Taken one by one, each snapshot's outbox and input
+        records go out in Kafka requests of their own, and the agents take its
+        `SnapshotTaken` as a batch of one. A group's snapshots are taken together,
         so they share those requests and batches. Each leg is read again just before
         its snapshot, so one that moved to another worker, closed, or was snapshotted
         on demand meanwhile is skipped, and the exposure is read again when older than
