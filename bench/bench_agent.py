@@ -472,7 +472,7 @@ async def run(args: argparse.Namespace) -> None:
     await ensure_topics(settings)
     latency_n = int(args.rate * args.seconds)
     extra = args.events if args.profile else 0
-    events = make_events(args.events + latency_n + extra)
+    events = make_events(args.events + latency_n + extra, assets=args.assets)
     payloads = [(e.asset, event_to_bytes(e)) for e in events]
     backlog = payloads[: args.events]
     paced = payloads[args.events : args.events + latency_n]
@@ -636,6 +636,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--assets", type=int, default=8, help="assets in the event mix")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--partitions", type=int, default=8)

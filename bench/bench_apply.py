@@ -37,15 +37,22 @@ from pm_streams.domain import (
 ASSETS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "BNBUSDT", "LTCUSDT")
 
 
-def make_events(n: int, seed: int = 7) -> list[Event]:
+def asset_names(count: int) -> tuple[str, ...]:
+    """The first `count` of the mix's assets (8 named ones, then A9USDT, A10USDT, ...)."""
+    extra = tuple(f"A{i}USDT" for i in range(len(ASSETS) + 1, count + 1))
+    return (ASSETS + extra)[:count]
+
+
+def make_events(n: int, seed: int = 7, assets: int = len(ASSETS)) -> list[Event]:
+    names = asset_names(assets)
     rnd = random.Random(seed)
-    prices = {a: Decimal(rnd.randint(1, 60000)) for a in ASSETS}
-    seqs = dict.fromkeys(ASSETS, 0)
+    prices = {a: Decimal(rnd.randint(1, 60000)) for a in names}
+    seqs = dict.fromkeys(names, 0)
     last_push: dict[str, ExchangeUpdate] = {}
     base = datetime(2025, 1, 15, tzinfo=UTC)
     out: list[Event] = []
     for i in range(n):
-        asset = rnd.choice(ASSETS)
+        asset = rnd.choice(names)
         r = rnd.random()
         drift = Decimal(rnd.randint(-50, 50)) / 100
         prices[asset] = max(Decimal(1), prices[asset] + drift)
