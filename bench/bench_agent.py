@@ -1,7 +1,8 @@
 """The positions agent through real Kafka, in a real `pm-streams worker` subprocess.
 
     .venv/bin/python bench/bench_agent.py [--events 50000] [--rate 500] [--seconds 10]
-        [--partitions 8] [--profile SECONDS] [--agent-only | --floor | --separate-outputs]
+        [--partitions 8] [--assets 8] [--profile SECONDS]
+        [--agent-only | --floor | --separate-outputs]
         [--env NAME=VALUE]
 
 A fresh app id (its own topics, Postgres schema, queues); the event mix of
