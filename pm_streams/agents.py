@@ -178,7 +178,12 @@ def register(service: Service) -> None:
         fill of its partition arrived); the probe arrives after them, so the agent's
         gap check reads them back right away."""
         name = service.input_topic.get_topic_name()
-        for tp in list(app.consumer.assignment()):
+        try:
+            assigned = list(app.consumer.assignment())
+        except Exception as exc:  # not started, or stopping: nothing is assigned
+            log.debug("probe_skipped", error=repr(exc))
+            return
+        for tp in assigned:
             if tp.topic == name:
                 await service.input_topic.send(value=PROBE, partition=tp.partition)
 
