@@ -71,6 +71,20 @@ def sources(settings: Settings) -> tuple[Source, ...]:
     return (Source(q.position_updates, "position"), Source(q.order_executed, "order_executed"))
 
 
+class QueueConflict(RuntimeError):
+    """An input queue exists with other arguments than the bridge declares."""
+
+    def __init__(self, queue: str, cause: Exception) -> None:
+        super().__init__(
+            f"queue {queue!r} exists without x-single-active-consumer (RabbitMQ: {cause}); "
+            "the bridge needs it to keep per-asset order across workers. Way out: let the "
+            f"queue drain, delete it (rabbitmqctl delete_queue {queue}) and restart a "
+            "worker, or have its declaring service add the argument "
+            '"x-single-active-consumer": true'
+        )
+        self.queue = queue
+
+
 def queue_arguments() -> dict[str, Any]:
     return {"x-single-active-consumer": True}
 
@@ -155,6 +169,12 @@ class InboundBridge(Service):
                 if time.monotonic() - started > self.healthy_session:
                     delay = 0.5
                 kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
+                if isinstance(exc, QueueConflict):  # an operator's decision, not a blip
+                    self.metrics.inc("pm_bridge_restarts_total", cause="queue_conflict")
+                    log.error("queue_conflict", queue=exc.queue, error=str(exc))
+                    await self._close_connection()
+                    await asyncio.sleep(30)
+                    continue
                 self.metrics.inc("pm_bridge_restarts_total", cause="kafka" if kafka else "rabbitmq")
                 log.warning(
                     "bridge_restart",
@@ -220,7 +240,12 @@ class InboundBridge(Service):
     ) -> list[asyncio.Future[Any]]:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.declare_queue(source.queue, durable=True, arguments=queue_arguments())
+        try:
+            queue = await channel.declare_queue(
+                source.queue, durable=True, arguments=queue_arguments()
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise QueueConflict(source.queue, exc) from None
         dlq_name = self.settings.queues.dlq(source.queue)
         await channel.declare_queue(dlq_name, durable=True)
         inbox: asyncio.Queue[Message] = asyncio.Queue()

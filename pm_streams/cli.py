@@ -152,18 +152,22 @@ def _loop_or_none(settings: Settings) -> asyncio.AbstractEventLoop | None:
     try:
         return prepared_loop(settings)
     except Exception as exc:
-        _fail(EX_FAILURE, f"kafka at {settings.kafka_broker} unavailable: {exc!r}")
+        _fail(
+            EX_FAILURE,
+            f"kafka at {settings.kafka_broker} unavailable for "
+            f"POSITION_MANAGER_KAFKA_WAIT={settings.kafka_wait:g}s: {exc!r}",
+        )
         return None
 
 
 def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:
     """The worker's event loop, after the data dir and the Kafka topics exist."""
-    from pm_streams.topics import ensure_topics
+    from pm_streams.topics import wait_for_kafka
 
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
+    loop.run_until_complete(wait_for_kafka(settings))
     return loop
 
 

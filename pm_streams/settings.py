@@ -84,6 +84,8 @@ class Settings:
     data_dir: Path = Path("var/worker")
     store: str = "memory://"
     session_timeout: float = 10.0
+    kafka_wait: float = 300.0
+    """Seconds a starting worker waits for Kafka before it gives up (exit 1)."""
     instance_id: str | None = None
     batch_max: int = 1000
     """Most input events the positions agent applies before writing the table."""
@@ -308,6 +310,7 @@ class _Reader:
             data_dir=g(P + "DATA_DIR", _path, d.data_dir).absolute(),
             store=g(P + "STORE", _store, d.store),
             session_timeout=g(P + "SESSION_TIMEOUT", _positive_float, d.session_timeout),
+            kafka_wait=g(P + "KAFKA_WAIT", _duration, d.kafka_wait),
             instance_id=g(P + "INSTANCE_ID", _name, None),
             batch_max=g(P + "BATCH_MAX", _positive_int, d.batch_max),
             batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from pm_streams.logs import get_logger
 from pm_streams.settings import Settings
+
+log = get_logger("pm_streams.topics")
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
 """The positions changelog: also the change stream the sink and the republisher read,
@@ -57,6 +61,38 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
                     await admin.create_topics(missing)
         finally:
             await admin.close()
+
+
+async def wait_for_kafka(settings: Settings, attempt_timeout: float = 10.0) -> None:
+    """`ensure_topics`, retried until Kafka answers or `POSITION_MANAGER_KAFKA_WAIT`
+    seconds have passed, with one progress line per attempt: a worker started while
+    Kafka restarts waits for it instead of exiting."""
+    started = time.monotonic()
+    delay = 1.0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await ensure_topics(settings, timeout=attempt_timeout)
+        except Exception as exc:
+            waited = time.monotonic() - started
+            if waited + delay > settings.kafka_wait:
+                raise
+            log.warning(
+                "kafka_unavailable",
+                broker=settings.kafka_broker,
+                attempt=attempt,
+                waited_s=round(waited, 1),
+                retry_in=delay,
+                give_up_after_s=settings.kafka_wait,
+                error=repr(exc),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        if attempt > 1:
+            log.info("kafka_available", waited_s=round(time.monotonic() - started, 1))
+        return
 
 
 def raw_topic(app: Any, name: str, partitions: int | None = None, **options: Any) -> Any:

@@ -127,3 +127,21 @@ def test_shipped_secrets_are_refused_beyond_loopback(env: dict[str, str], variab
     assert caught.value.variable == variable
     for loopback in ("127.0.0.1", "::1", "localhost"):
         Settings.from_env({**own, **env, "POSITION_MANAGER_WEB_BIND": loopback})
+
+
+async def test_a_starting_worker_waits_for_kafka_with_progress_lines_then_gives_up() -> None:
+    import time
+
+    from structlog.testing import capture_logs
+
+    from pm_streams.topics import wait_for_kafka
+
+    settings = Settings(kafka_broker="kafka://127.0.0.1:9", kafka_wait=5.0)  # nothing there
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(Exception):  # noqa: B017 - aiokafka's own
+        await wait_for_kafka(settings, attempt_timeout=1.0)
+    waited = time.monotonic() - started
+    lines = [line for line in logs if line["event"] == "kafka_unavailable"]
+    assert len(lines) >= 2 and [line["attempt"] for line in lines][:2] == [1, 2]
+    assert 1.0 <= waited <= 8.0
+    assert Settings.from_env({"POSITION_MANAGER_KAFKA_WAIT": "2m"}).kafka_wait == 120
