@@ -338,7 +338,10 @@ def _ready_sql() -> dict[str, str]:
         "window after the marks": "SELECT EXISTS (SELECT 1 FROM portfolio_metrics"
         " WHERE open_positions_count = 3 AND total_unrealized_pnl_usdt <> 0)",
         "snapshot": "SELECT EXISTS (SELECT 1 FROM position_snapshots WHERE asset = 'BTCUSDT')",
-        "events in": counter.format("name = 'pm_events_in_total'"),
+        "events in": counter.format(
+            "name = 'pm_events_in_total' AND labels->>'source' = 'order_executed'"
+            " AND labels->>'result' = 'forwarded'"
+        ),
         "reject": counter.format("name = 'pm_rejects_total'"),
         "events out": counter.format("name = 'pm_events_out_total'"),
         "discrepancy": counter.format(
