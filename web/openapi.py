@@ -261,6 +261,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     known = {
         400: _err("a bad parameter (the message names it)"),
         401: _err("missing or unknown X-API-Key"),
+        403: _err("an X-PM-Forwarded header that is not this deployment's"),
         404: _err("no such position"),
         422: _err("parameters that contradict each other"),
         429: _err("rate limit of the key exceeded", retry_after=True),
@@ -301,7 +302,16 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
     }
 
 
-_API = (400, 401, 429, 503)
+_API = (400, 401, 403, 429, 503)
+
+INTERNAL_HEADER = {
+    "name": "X-PM-Forwarded",
+    "in": "header",
+    "required": False,
+    "description": "Internal: set only by a worker forwarding a request to another. Any "
+    "other value is refused with 403 and counted; it never skips the key check.",
+    "schema": {"type": "string"},
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/positions": {
@@ -382,13 +392,16 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/portfolio/exposure": {
         "get": {
             "summary": "Total and net exposure, by open asset",
-            "responses": {"200": _json("Exposure", "exposure"), **_errors(401, 429, 503)},
+            "responses": {
+                "200": _json("Exposure", "exposure"),
+                **_errors(401, 403, 429, 503),
+            },
         }
     },
     "/api/v1/portfolio/pnl": {
         "get": {
             "summary": "Unrealized, realized and total PnL, by asset",
-            "responses": {"200": _json("Pnl", "PnL"), **_errors(401, 429, 503)},
+            "responses": {"200": _json("Pnl", "PnL"), **_errors(401, 403, 429, 503)},
         }
     },
     "/api/v1/portfolio/history": {
@@ -513,6 +526,13 @@ SCHEMAS = {
 }
 
 
+def _with_internal(op: dict[str, Any]) -> dict[str, Any]:
+    """A keyed operation also lists the internal header (so fuzzers send it too)."""
+    if op.get("security") == []:
+        return op
+    return {**op, "parameters": [*op.get("parameters", []), INTERNAL_HEADER]}
+
+
 def described() -> set[tuple[str, str]]:
     return {(m.upper(), path) for path, ops in PATHS.items() for m in ops}
 
@@ -526,7 +546,7 @@ def document(registered: Iterable[tuple[str, str]] | None = None) -> dict[str, A
     routes = described() if registered is None else set(registered)
     paths: dict[str, dict[str, Any]] = {}
     for path, ops in PATHS.items():
-        kept = {m: op for m, op in ops.items() if (m.upper(), path) in routes}
+        kept = {m: _with_internal(op) for m, op in ops.items() if (m.upper(), path) in routes}
         if kept:
             paths[path] = kept
     return {

@@ -451,7 +451,7 @@ async def test_openapi_served_and_schemathesis_finds_nothing(
             "not_a_server_error,status_code_conformance,content_type_conformance,"
             "response_schema_conformance,response_headers_conformance",
             "--max-examples",
-            "8",
+            "100",
             "--phases",
             "examples,coverage,fuzzing",
             "--generation-deterministic",
@@ -461,7 +461,7 @@ async def test_openapi_served_and_schemathesis_finds_nothing(
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=600,
         cwd=worker.deployment.tmp,
     )
     out = proc.stdout + proc.stderr
