@@ -2,9 +2,8 @@
 
 A worker holds ~120,000 GC-tracked objects that live as long as the process (modules,
 Faust's app, the tables, the caches). Every full (generation 2) collection walks all
-of them: 6 of them in a 15 s run at 500 events/s, up to 85 ms each (bench_api with a
-`gc.callbacks` timer), and each one stalls every event and request in flight; the
-outputs process paused up to 44 ms the same way.
+of them, tens of milliseconds each under load, and each one stalls every event and
+request in flight; the outputs process pauses the same way.
 
 `settle()` collects everything once and then freezes what survives (`gc.freeze`), so
 later collections see only the objects made since. A frozen object that later becomes

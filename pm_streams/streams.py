@@ -3,9 +3,8 @@
 Faust's `Stream.take_events(max_, within)` waits for a full buffer with a timeout of
 `within` in a loop, so an agent wakes every `within` seconds whether anything arrived
 or not. With a 5 ms batch window that is 200 wakeups a second per agent, each one
-creating tasks and futures in mode's `wait_first`: an idle worker spent 9.4 % of a
-core (py-spy: a third of it in the two agents' polling), and under API load the same
-wakeups sit in the loop between requests.
+creating tasks and futures in mode's `wait_first`: an idle worker spends a tenth of a
+core polling, and under API load the same wakeups sit in the loop between requests.
 
 `BatchingStream.take_events` keeps Faust's contract (a batch is yielded when it holds
 `max_` events or `within` seconds after the previous batch; its events are acked when
