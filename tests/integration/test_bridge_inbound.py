@@ -221,3 +221,56 @@ async def test_json_numbers_are_exact_and_the_same_seq_is_not_stale(
     await publish(deployment.position_queue, [push])
     got = await worker.wait_for(POSITIONS + "NUMUSDT", lambda s, b: b["current_price"] == "102")
     assert got["version"] == 3
+
+
+#: Five more kinds, for 30 in all with BAD_FILLS and BAD_UPDATES.
+MORE_BAD_FILLS = [
+    (_fill_bytes(execution_quantity="NaN"), "execution_quantity"),
+    (_fill_bytes(asset="B"), "asset"),
+    (_fill_bytes(event_type="order_cancelled"), "event_type"),
+    (_fill_bytes(executed_at="yesterday"), "executed_at"),
+    (_fill_bytes(execution_fees="1e400"), "execution_fees"),
+]
+
+
+async def test_a_thousand_malformed_messages_of_thirty_kinds_change_nothing(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    """Issue 24: 1,000 rejected messages (every rejection reason of SPEC §3.3 rev 2)
+    interleaved with good fills: all dead-lettered with their reasons, the good fills
+    applied exactly, nothing else changed."""
+    kinds = [*BAD_FILLS, *MORE_BAD_FILLS]
+    assert len(kinds) + len(BAD_UPDATES) >= 30
+    good = fill_stream(["VOLAUSDT", "VOLBUSDT"], 50, tag="vol")
+    orders = [kinds[i % len(kinds)][0] for i in range(900)]
+    # 900 bad fills with the 100 good ones spread among them, and 100 bad updates.
+    mixed: list[Any] = []
+    for i, bad in enumerate(orders):
+        mixed.append(bad)
+        if i % 9 == 8:
+            mixed.append(good[i // 9])
+    updates = [BAD_UPDATES[i % len(BAD_UPDATES)][0] for i in range(100)]
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    await publish(deployment.order_queue, mixed)
+    await publish(deployment.position_queue, updates)
+
+    want = recompute(good)
+    for asset, book in want.items():
+        await worker.wait_for(
+            POSITIONS + asset, lambda s, b, book=book: s == 200 and matches(b, book), timeout=90
+        )
+    dead_orders = await collect(
+        deployment.order_queue + ".dlq", lambda got: len(got) >= 900, timeout=60
+    )
+    dead_updates = await collect(
+        deployment.position_queue + ".dlq", lambda got: len(got) >= 100, timeout=60
+    )
+    assert len(dead_orders) == 900 and len(dead_updates) == 100
+    fields = {m.headers["x-reject-field"] for m in [*dead_orders, *dead_updates]}
+    assert fields >= {f for _, f in [*kinds, *BAD_UPDATES]}
+    assert all(m.headers["x-reject-reason"] for m in [*dead_orders, *dead_updates])
+    status, body = await worker.get("/api/v1/positions", include_closed="true")
+    assert status == 200
+    assert sorted(p["asset"] for p in body["positions"]) == sorted(want)
