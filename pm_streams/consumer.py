@@ -96,9 +96,13 @@ class BatchConsumer(Service):
 
     def quarantine(self, record: ConsumerRecord, exc: Exception) -> None:
         """Log and count a record this consumer cannot decode; it is skipped."""
-        self.metrics.inc("pm_quarantined_records_total", consumer=self.name)
+        self.skipped(record, exc, "record_quarantined", "pm_quarantined_records_total")
+
+    def skipped(self, record: ConsumerRecord, exc: Exception, event: str, metric: str) -> None:
+        """One error line and one count for a record that is skipped, not retried."""
+        self.metrics.inc(metric, consumer=self.name)
         log.error(
-            "record_quarantined",
+            event,
             consumer=self.name,
             topic=record.topic,
             partition=record.partition,

@@ -206,14 +206,7 @@ class PostgresSink(BatchConsumer):
                     async with conn.transaction():
                         r, n = await self._write_books(conn, books)
                 except REFUSED as exc:
-                    self.metrics.inc("pm_sink_rejects_total", consumer=self.name)
-                    log.error(
-                        "sink_row_refused",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        error=repr(exc),
-                    )
+                    self.skipped(record, exc, "sink_row_refused", "pm_sink_rejects_total")
                     rejects.append(reject_row(self.name, record, repr(exc)))
                     continue
                 rows, ledger = rows + r, ledger + n
