@@ -3,12 +3,11 @@
     .venv/bin/python bench/bench_restart.py [--rounds 3] [--assets 4] [--wait 20]
 
 Per round: a fresh deployment (its own app id, queues, schema), one worker, one fill
-applied, SIGTERM, the worker started again and healthy, then one fill on each of
+applied, SIGTERM, the worker started again and ready (`/readyz`), then one fill on each of
 `--assets` fresh assets (most on input partitions without a committed offset). Prints
 the seconds from the publish to each position on the API, or `never` after `--wait`.
-After a restart faust-streaming can leave such records undelivered until a later
-record of the same partition arrives (then the agent's gap check reads them back);
-this bench shows how often and for how long.
+Around an assignment faust-streaming can skip such records; the agent's partition
+sentry probes the partition and its gap check reads them back (`gaps.Sentry`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ async def one_round(n: int, assets: int, wait: float) -> list[float | None]:
             await worker.wait_versions({"BTCUSDT": 1}, timeout=60)
             worker.stop()
             worker = WorkerProcess(deployment, port=worker.port).start()
-            await worker.wait_healthy()
+            await worker.wait_ready()
             names = [f"FRESH{chr(65 + i)}USDT" for i in range(assets)]
             sent = time.monotonic()
             await publish(

@@ -16,7 +16,7 @@ from pm_streams.domain import (
     record_floor,
 )
 from pm_streams.fill_ids import FillIds
-from pm_streams.gaps import GapReader, Watermarks
+from pm_streams.gaps import GapReader, Sentry, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.portfolio import contribution, contributions_to_bytes
 from pm_streams.processing import Batch, step
@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 log = get_logger("pm_streams.agents")
 
 PROBE = b'{"type":"probe"}'
-"""A record the agent skips; sent to each of its input partitions after a rebalance so
-that a record Faust skipped at the partition's start position is re-read (`fill_gap`)
-at once, not only when the partition's next real event arrives."""
+"""A record the agent skips; sent to an input partition whose last records Faust skipped
+(`gaps.Sentry`), so that they are re-read (`fill_gap`) at once, not only when the
+partition's next real event arrives."""
+
+PROBE_INTERVAL = 0.5
+"""Seconds between the sentry's looks at the input partitions' high-water marks."""
 
 CONTRIBUTIONS_PER_RECORD = 500
 """~300 bytes each: a record of at most ~150 KB."""
@@ -171,24 +174,30 @@ def register(service: Service) -> None:
         latest = (stored_book(asset) for asset in touched)
         _contribute(service, [book for book in latest if book is not None])
 
-    async def probe(sender: Any, /, *_: Any, **__: Any) -> None:
-        """After a rebalance: one probe record per input partition this worker owns.
+    sentry = Sentry()
+    looked_in: list[int | None] = [None]  # the consumer generation the sentry last saw
 
-        faust-streaming can skip the records at a partition's start position after an
-        assignment (a fill sent right after a restart was not applied until the next
-        fill of its partition arrived); the probe arrives after them, so the agent's
-        gap check reads them back right away."""
+    @app.timer(PROBE_INTERVAL)  # type: ignore[untyped-decorator]
+    async def watch_partitions() -> None:
+        """Send a probe record to each owned input partition with records the agent has
+        not seen and no progress (`gaps.Sentry`), so the gap check reads them back."""
+        if app.rebalancing or not app.flow_control.is_active():
+            return
+        generation = app.consumer_generation_id
+        if looked_in[0] != generation:
+            sentry.forget()
+            looked_in[0] = generation
         name = service.input_topic.get_topic_name()
         try:
-            assigned = list(app.consumer.assignment())
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == name]
         except Exception as exc:  # not started, or stopping: nothing is assigned
             log.debug("probe_skipped", error=repr(exc))
             return
         for tp in assigned:
-            if tp.topic == name:
+            applied = marks.get(tp.partition, generation, book_floors)
+            if sentry.due(tp.partition, applied, _highwater(app, tp)):
+                service.metrics.inc("pm_probes_sent_total")
                 await service.input_topic.send(value=PROBE, partition=tp.partition)
-
-    app.on_rebalance_complete.connect(probe)
 
     @app.agent(service.input_topic, name="positions", concurrency=1)
     async def positions(stream: Any) -> None:
@@ -205,6 +214,15 @@ def register(service: Service) -> None:
                 await apply_all(((event.key, event.value, offset),), batch, event)
                 marks.advance(tp.partition, offset)
             flush(batch)
+
+
+def _highwater(app: Any, tp: Any) -> int | None:
+    """The offset the partition's next record will get, as of the last fetch."""
+    try:
+        value = app.consumer.highwater(tp)
+    except Exception:  # unassigned meanwhile
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _seed_legacy_ids(ids: FillIds, book: Book, now: Any, origin: Any) -> None:

@@ -67,6 +67,42 @@ class Watermarks:
             self._marks[partition] = offset
 
 
+class Sentry:
+    """Which input partitions need a probe record: the ones with records beyond the
+    agent's watermark (by the consumer's high-water mark) and no progress since the
+    previous look.
+
+    faust-streaming acks and skips a fetched record whose consumer generation is not
+    the app's current one, or that arrives while flow control is paused (its
+    `Stream._py_aiter`); around a rebalance or a restart that can be the last record
+    of a partition for a long time, e.g. a fill on a quiet asset. The gap check in
+    the agent reads such a record back when the partition's next record arrives; the
+    probe is that next record. A partition that keeps progressing (a backlog) is not
+    probed; a partition seen lagging for the first time is probed at once (after an
+    assignment its watermark comes from the records' floors). Delete when faust skips
+    no record it has not delivered (faust-streaming #216, #221)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+        self._looked: set[int] = set()
+
+    def due(self, partition: int, applied: int, highwater: int | None) -> bool:
+        """`highwater` is the offset the partition's next record will get."""
+        first_look = partition not in self._looked
+        self._looked.add(partition)
+        if highwater is None or highwater - 1 <= applied:
+            self._seen.pop(partition, None)
+            return False
+        previous = self._seen.get(partition)
+        self._seen[partition] = applied
+        return first_look or previous == applied
+
+    def forget(self) -> None:
+        """A new assignment: every partition is looked at afresh."""
+        self._seen.clear()
+        self._looked.clear()
+
+
 class GapReader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

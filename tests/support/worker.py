@@ -199,6 +199,19 @@ class WorkerProcess:
             await asyncio.sleep(0.5)
         raise AssertionError(f"worker not healthy in {timeout}s: {last}\n{self.tail()}")
 
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until `/readyz` answers 200 (partitions assigned, no rebalance running)."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            self.assert_running()
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                status, last = await self.get("/readyz")
+                if status == 200:
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"worker not ready in {timeout}s: {last}\n{self.tail()}")
+
     async def wait_versions(self, versions: dict[str, int], timeout: float) -> None:
         """Wait until the API answers each asset's one-way position at its version."""
         for asset, version in versions.items():
