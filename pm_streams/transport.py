@@ -1,4 +1,5 @@
-"""Faust's Kafka transport with a cheaper delivery of fetched messages (and its web
+"""Faust's Kafka transport with a cheaper delivery of fetched messages, a producer that
+stops the worker on a failed send and commits that wait for the producer (and its web
 server without the CORS hook, `Web`).
 
 Faust's fetch loop (`Consumer._drain_messages`) hands each fetched record to the
@@ -19,12 +20,17 @@ otherwise Faust's own `wait_first` runs, unchanged.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.drivers import aiohttp as faust_aiohttp
 from mode import Seconds, want_seconds
 from mode.services import WaitResults
+
+from pm_streams.logs import get_logger
+
+log = get_logger("pm_streams.transport")
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -54,6 +60,25 @@ class Consumer(faust_aiokafka.Consumer):
             return WaitResults([delivery], [result], False)
         return await super().wait_first(*coros, timeout=timeout)
 
+    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+        """Commit input offsets only after every record sent so far is stored.
+
+        Faust commits the offsets of acked events while their table changes may still
+        be in the producer (a change can fail after it): flush first, then commit only
+        if no send failed (`Producer.failure`); otherwise commit nothing, so the events
+        are read again after the restart (at least once)."""
+        producer: Any = self.app.producer
+        try:
+            await producer.flush()
+        except Exception as exc:  # the producer is stopping: its records are not stored
+            log.warning("commit_skipped", reason=repr(exc))
+            return False
+        await asyncio.sleep(0)  # the sends' done callbacks
+        if getattr(producer, "failure", None) is not None:
+            log.error("commit_refused", reason=repr(producer.failure))
+            return False
+        return bool(await super()._commit_tps(tps, start_new_transaction))
+
     def _is_delivery(self, coro: Any) -> bool:
         """Whether `coro` is the conductor callback on one fetched message."""
         code = getattr(self.callback, "__code__", None)
@@ -77,8 +102,52 @@ class Consumer(faust_aiokafka.Consumer):
         return True
 
 
+class Producer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer that remembers a failed send and stops the worker.
+
+    Faust only logs a record that failed after the producer's retries (`Topic.
+    _on_published`) while the consumer goes on committing input offsets: the table
+    change, its ledger rows and events would be lost, and the asset's state would go
+    back on restart. Every send of the worker (changelogs, contributions, outbox,
+    dead letters) is checked; the first failure is kept in `failure`, logged and the
+    app crashes. `Consumer._commit_tps` commits nothing once a send failed.
+    Delete when Faust stops the consumer on a failed send itself."""
+
+    failure: BaseException | None = None
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        sent: Any = await super().send(*args, **kwargs)  # an asyncio.Future
+        topic = args[0] if args else kwargs.get("topic", "?")
+        sent.add_done_callback(partial(self._check_sent, topic))
+        return sent
+
+    def _check_sent(self, topic: str, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            self.failed(topic, asyncio.CancelledError("send cancelled"))
+        elif (exc := sent.exception()) is not None:
+            self.failed(topic, exc)
+
+    def failed(self, topic: str, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.critical(
+                "kafka_send_failed",
+                topic=topic,
+                error=repr(exc),
+                action="stopping the worker; input offsets after this are not committed",
+            )
+            self.app.loop.create_task(self.app.crash(exc))
+
+
+# mode names a service's logger after the module of its class; keep Faust's names, so
+# that the log filters on `faust.*` still apply to these two.
+Consumer.logger = faust_aiokafka.Consumer.logger
+Producer.logger = faust_aiokafka.Producer.logger
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 class Web(faust_aiohttp.Web):
