@@ -1,0 +1,280 @@
+"""The whole pipeline as a user runs it, against the bare ingress hop, in one run.
+
+    .venv/bin/python bench/pipeline.py [--fills 20000] [--mix hot wide] [--runs 3]
+        [--profile SECONDS]
+
+Per run and mix, alternating:
+  1. the bare hop, in a process of its own: aio-pika consume (prefetch 1,000) of N fills
+     waiting in a queue, aiokafka produce (acks=all, idempotent) of each body as is,
+     multiple acks after Kafka stored them, no parsing: its msg/s and its own CPU per
+     message (`time.process_time`);
+  2. the pipeline: a fresh deployment (own app id, queues, schema), one `pm-streams
+     worker` in the configuration `scripts/run` starts (bridge, agents, sink and
+     republisher in the worker), ready; then N fills published to its order queue
+     (publisher confirms), timed until every fill's `position_updated` event is on
+     RabbitMQ and every fill's ledger row is in Postgres; then the API checked (every
+     asset's version equals its fill count). CPU per fill of every process on the box
+     (the worker, Kafka, RabbitMQ, Postgres, this script) from `/proc`.
+
+Mixes: `hot` 16 assets (a desk's hot book), `wide` 1,000 assets. Fills go BUY, BUY,
+SELL per asset, so no position closes (one event per fill). Prints one line per run and
+the medians; `--profile S` records the worker with py-spy for S seconds of the first
+pipeline run of each mix (var/bench/pipeline-<mix>.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aio_pika
+import asyncpg
+import orjson
+
+from bench.bench_agent import cpu_seconds, profile, service_pids, top_frames
+from bench.bench_bridge import create_topics, fill_queue, raw_ceiling
+from pm_streams.settings import Settings
+from tests.support.cleanup import drop
+from tests.support.rabbit import message_count
+from tests.support.worker import Deployment, WorkerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+MIXES = {"hot": 16, "wide": 1000}
+
+
+def fills(n: int, assets: int, tag: str) -> list[bytes]:
+    out = []
+    for i in range(n):
+        asset, k = f"P{i % assets}USDT", i // assets
+        body = {
+            "event_type": "order_executed",
+            "order_id": f"o-{tag}-{i}",
+            "execution_id": f"{tag}-{i}",
+            "asset": asset,
+            "side": "SELL" if k % 3 == 2 else "BUY",
+            "execution_price": f"{50000 + i % 97}.5",
+            "execution_quantity": "0.01",
+            "execution_fees": "0.02",
+            "mode": "one-way",
+            "executed_at": "2026-12-03T10:10:00Z",
+            "trace_id": f"trace-{tag}-{i}",
+        }
+        out.append(orjson.dumps(body))
+    return out
+
+
+def bare_hop(n: int, assets: int) -> dict[str, float]:
+    """The bare hop in a child process; its rate and its own CPU per message."""
+    tag = uuid.uuid4().hex[:8]
+    queue, topic = f"bench-hop-{tag}", f"bench-hop-{tag}.in"
+    asyncio.run(create_topics(topic))
+    asyncio.run(fill_queue(queue, fills(n, assets, tag)))
+    try:
+        done = subprocess.run(
+            [sys.executable, __file__, "--serve-bare-hop", queue, topic, str(n)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    finally:
+        asyncio.run(drop(app_ids=[f"bench-hop-{tag}"], queues=[queue]))
+
+
+def serve_bare_hop(queue: str, topic: str, n: int) -> None:
+    started = time.process_time()
+    rate = asyncio.run(raw_ceiling(queue, topic, n, prefetch=1000))
+    cpu = time.process_time() - started
+    print(json.dumps({"rate": rate, "cpu_ms": 1000 * cpu / n}))
+
+
+async def publish_all(queue: str, bodies: list[bytes]) -> None:
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for start in range(0, len(bodies), 1000):
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(b, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=queue,
+                    )
+                    for b in bodies[start : start + 1000]
+                )
+            )
+
+
+async def ledger_rows(schema: str) -> int:
+    connection = await asyncpg.connect(Settings().postgres_dsn)
+    try:
+        return int(await connection.fetchval(f'SELECT count(*) FROM "{schema}".position_fills'))
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await connection.close()
+
+
+class Cpu:
+    """CPU seconds of every process on the box that takes part, between two points."""
+
+    def __init__(self, worker_pid: int) -> None:
+        self.groups = {"worker": [worker_pid], **service_pids()}
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        out = {name: sum(_cpu(pid) for pid in pids) for name, pids in self.groups.items()}
+        out["bench"] = time.process_time()
+        return out
+
+    def per_event_ms(self, n: int) -> dict[str, float]:
+        end = self.read()
+        return {name: 1000 * (end[name] - self.start[name]) / n for name in end}
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # a Postgres backend that ended meanwhile
+        return 0.0
+
+
+async def pipeline(n: int, assets: int, profile_s: int, mix: str) -> dict[str, Any]:
+    deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
+    worker = WorkerProcess(deployment).start()
+    try:
+        await worker.wait_ready()
+        events_queue = f"{deployment.output_prefix}.position_updated"
+        bodies = fills(n, assets, deployment.run_id)
+        assert worker.proc is not None
+        cpu = Cpu(worker.proc.pid)
+        started = time.monotonic()
+        spy = None
+        if profile_s:
+            spy = profile(worker.proc.pid, profile_s, ROOT / f"var/bench/pipeline-{mix}.raw")
+        publishing = asyncio.create_task(publish_all(deployment.order_queue, bodies))
+        while True:
+            await asyncio.sleep(0.25)
+            worker.assert_running()
+            events = await message_count(events_queue)
+            rows = await ledger_rows(deployment.schema)
+            if events >= n and rows >= n:
+                break
+            if time.monotonic() - started > 900:
+                raise AssertionError(f"not done in 900 s: {events} events, {rows} rows")
+        elapsed = time.monotonic() - started
+        per_fill = cpu.per_event_ms(n)
+        await publishing
+        if spy is not None:
+            spy.wait()
+            raw = ROOT / f"var/bench/pipeline-{mix}.raw"
+            table = "\n".join(f"{share:5.1f}%  {name}" for name, share in stages(raw))
+            raw.with_suffix(".txt").write_text(table + "\n\n" + top_frames(raw, 40))
+            print(f"worker profile by stage ({mix}):\n{table}", flush=True)
+        await check_api(worker, n, assets)
+        return {"rate": n / elapsed, "cpu_ms": per_fill}
+    finally:
+        worker.ensure_stopped()
+        deployment.drop(strict=False)
+
+
+async def check_api(worker: WorkerProcess, n: int, assets: int) -> None:
+    """Every asset's version equals its number of fills (a sample of 50 on a wide mix)."""
+    for a in range(0, assets, max(1, assets // 50)):
+        want = n // assets + (1 if a < n % assets else 0)
+        status, body = await worker.get(f"/api/v1/positions/P{a}USDT")
+        assert status == 200 and body["version"] == want, (a, status, body)
+
+
+STAGES = [
+    ("bridges/inbound.py", "inbound bridge (parse, validate, produce)"),
+    ("bridges/outbound.py", "republisher (events, AMQP publish)"),
+    ("tables/", "Postgres sink (rows, ledger)"),
+    ("pm_streams/consumer.py", "sink/republisher Kafka consumers (fetch, decode)"),
+    ("pm_streams/agents.py", "positions agent (apply, table write)"),
+    ("pm_streams/portfolio.py", "portfolio agent"),
+    ("pm_streams/exposure.py", "portfolio agent"),
+    ("web/", "web server"),
+    ("aiormq/", "AMQP client I/O (frames, confirms)"),
+    ("aio_pika/", "AMQP client I/O (frames, confirms)"),
+    ("pamqp/", "AMQP client I/O (frames, confirms)"),
+    ("aiokafka/", "Kafka client I/O (fetch, produce)"),
+    ("faust/", "Faust machinery (streams, producer buffer, tables)"),
+    ("mode/", "Faust machinery (streams, producer buffer, tables)"),
+    ("asyncpg/", "Postgres client I/O"),
+]
+"""(a path in a frame, the stage it stands for), in order: a sample belongs to the first
+stage with a frame in its stack (the sink's rows under the consumer loop are the sink's;
+an AMQP frame read with no frame of ours is AMQP I/O)."""
+
+
+def stages(raw: Path) -> list[tuple[str, float]]:
+    """Share of the worker's samples per pipeline stage (py-spy collapsed stacks)."""
+    counts: dict[str, int] = {}
+    total = 0
+    for row in raw.read_text().splitlines():
+        stack, _, n = row.rpartition(" ")
+        if not n.isdigit():
+            continue
+        stage = next((name for mark, name in STAGES if mark in stack), "event loop, other")
+        counts[stage] = counts.get(stage, 0) + int(n)
+        total += int(n)
+    return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
+
+
+def line(mix: str, hop: dict[str, float], pipe: dict[str, Any]) -> str:
+    cpu = pipe["cpu_ms"]
+    return (
+        f"{mix:5} bare hop {hop['rate']:7,.0f} msg/s {hop['cpu_ms']:.3f} ms CPU/msg | "
+        f"pipeline {pipe['rate']:6,.0f} fills/s ratio {pipe['rate'] / hop['rate']:.3f} | "
+        f"worker {cpu['worker']:.3f} ms/fill = {cpu['worker'] / hop['cpu_ms']:.2f}x bare | "
+        + " ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "worker")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fills", type=int, default=20_000)
+    parser.add_argument("--mix", nargs="*", default=list(MIXES), choices=list(MIXES))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument("--serve-bare-hop", nargs=3, metavar=("QUEUE", "TOPIC", "N"))
+    args = parser.parse_args()
+    if args.serve_bare_hop:
+        queue, topic, n = args.serve_bare_hop
+        serve_bare_hop(queue, topic, int(n))
+        return
+    results: dict[str, list[tuple[dict[str, float], dict[str, Any]]]] = {m: [] for m in args.mix}
+    for run in range(args.runs):
+        for mix in args.mix:
+            hop = bare_hop(args.fills, MIXES[mix])
+            prof = args.profile if run == 0 else 0
+            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix))
+            results[mix].append((hop, pipe))
+            print(f"run {run + 1} " + line(mix, hop, pipe), flush=True)
+    print("medians:")
+    for mix, rows in results.items():
+        hop = {k: statistics.median(h[k] for h, _ in rows) for k in ("rate", "cpu_ms")}
+        names = rows[0][1]["cpu_ms"].keys()
+        pipe = {
+            "rate": statistics.median(p["rate"] for _, p in rows),
+            "cpu_ms": {k: statistics.median(p["cpu_ms"][k] for _, p in rows) for k in names},
+        }
+        ratios = sorted(p["cpu_ms"]["worker"] / h["cpu_ms"] for h, p in rows)
+        print(line(mix, hop, pipe) + f" | worker/bare per run {ratios}")
+
+
+if __name__ == "__main__":
+    main()
