@@ -22,8 +22,6 @@ Guarantees (SPEC §3.3):
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +29,10 @@ from typing import Any
 
 import aio_pika
 from aiokafka import AIOKafkaProducer
+from aiormq.abc import DeliveredMessage
 from mode import Service
 
+from pm_streams.backoff import Backoff
 from pm_streams.domain import (
     Event,
     RejectedInput,
@@ -48,7 +48,9 @@ from pm_streams.settings import Settings
 log = get_logger("bridges.inbound")
 
 Parser = Callable[[bytes], Event]
-Message = aio_pika.abc.AbstractIncomingMessage
+Message = DeliveredMessage
+"""A delivery as aiormq hands it over: aio-pika's consumer wraps each one in an
+`IncomingMessage` and a second task, a tenth of the bridge's cost per message."""
 
 
 def parser_for(kind: str) -> Parser:
@@ -156,9 +158,9 @@ class InboundBridge(Service):
     # ------------------------------------------------------------------ supervision
 
     async def _supervise(self) -> None:
-        delay = 0.5
+        backoff = Backoff(healthy=self.healthy_session)
         while not self.should_stop:
-            started = time.monotonic()
+            backoff.started()
             try:
                 await self._bridge_session()
             except asyncio.CancelledError:
@@ -166,27 +168,25 @@ class InboundBridge(Service):
             except Exception as exc:
                 if self.should_stop:
                     return
-                if time.monotonic() - started > self.healthy_session:
-                    delay = 0.5
-                kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
                 if isinstance(exc, QueueConflict):  # an operator's decision, not a blip
                     self.metrics.inc("pm_bridge_restarts_total", cause="queue_conflict")
                     log.error("queue_conflict", queue=exc.queue, error=str(exc))
                     await self._close_connection()
                     await asyncio.sleep(30)
                     continue
+                kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
+                delay = backoff.failed()
                 self.metrics.inc("pm_bridge_restarts_total", cause="kafka" if kafka else "rabbitmq")
                 log.warning(
                     "bridge_restart",
                     cause="kafka" if kafka else "rabbitmq",
                     error=repr(exc),
-                    retry_in=round(delay, 2),
+                    retry_in=delay,
                 )
                 await self._close_connection()
                 if kafka:
                     await self._close_producer()
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(delay)
 
     async def _close_connection(self) -> None:
         connection, self.connection = self.connection, None
@@ -254,7 +254,12 @@ class InboundBridge(Service):
             self._forward_loop(channel, inbox, inflight, source, dlq_name)
         )
         acker = asyncio.ensure_future(self._ack_loop(inflight, source))
-        await queue.consume(inbox.put, no_ack=False)
+
+        async def deliver(message: Message) -> None:
+            inbox.put_nowait(message)
+
+        amqp = await channel.get_underlay_channel()
+        await amqp.basic_consume(queue.name, deliver, no_ack=False)
         return [forwarder, acker, asyncio.ensure_future(channel.closed())]
 
     async def _forward_loop(
@@ -324,7 +329,8 @@ class InboundBridge(Service):
                 count += 1
             if last is not None:
                 # Every earlier delivery on this channel is acked or covered here.
-                await last.ack(multiple=True)
+                assert last.delivery_tag is not None  # a delivery, not a get or return
+                await last.channel.basic_ack(last.delivery_tag, multiple=True)
                 self.metrics.inc("pm_bridge_acked_total", count, source=source.kind)
 
     async def _dead_letter(
@@ -347,7 +353,8 @@ class InboundBridge(Service):
             )
         self.metrics.inc("pm_events_in_total", source=source.kind, result="rejected")
         self.metrics.inc("pm_rejects_total", source=source.kind, field=exc.field)
-        headers = dict(message.headers or {})
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
         headers.update(
             {
                 "x-reject-reason": str(exc),
@@ -361,8 +368,8 @@ class InboundBridge(Service):
                 body=message.body,
                 headers=headers,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type=message.content_type,
-                message_id=message.message_id,
+                content_type=properties.content_type,
+                message_id=properties.message_id,
             ),
             routing_key=dlq_name,
             timeout=30,

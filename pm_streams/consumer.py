@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mode import Service
 
+from pm_streams.backoff import Backoff
 from pm_streams.domain import UNDECODABLE
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
@@ -139,7 +140,7 @@ class BatchConsumer(Service):
         )
 
     async def _supervise(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while not self.should_stop:
             try:
                 if self.consumer is None:
@@ -152,6 +153,7 @@ class BatchConsumer(Service):
                 raise
             except Exception as exc:
                 self.metrics.inc("pm_consumer_errors_total", consumer=self.name)
+                delay = backoff.failed()
                 log.warning(f"{self.name}_retry", error=repr(exc), retry_in=delay)
                 await self.on_close()
                 if self.consumer is not None:
@@ -162,9 +164,8 @@ class BatchConsumer(Service):
                         log.warning(f"{self.name}_seek_failed", error=repr(seek_exc))
                         await self._drop_consumer()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             else:
-                delay = 0.5
+                backoff.reset()
 
     async def _drop_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None

@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from pm_streams.backoff import Backoff
 from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
 from pm_streams.logs import get_logger
 from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
@@ -83,7 +84,7 @@ class ExposureFollower(Service):
             return False
 
     async def _follow(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while not self.should_stop:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
@@ -96,9 +97,9 @@ class ExposureFollower(Service):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                delay = backoff.failed()
                 log.warning("exposure_follow_retry", error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             finally:
                 await consumer.stop()
 

@@ -24,6 +24,7 @@ from mode import Service
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.consumer import BatchConsumer
+from pm_streams.domain import iso
 from pm_streams.exposure import ExposureFollower
 from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
@@ -77,7 +78,7 @@ class OutputsWeb(Service):
             "queue_connected": queue,
             "kafka_connected": kafka,
             "consumers": {c.name: _consumer_state(c) for c in (o.sink, o.republisher)},
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "timestamp": iso(datetime.now(UTC)),
         }
         return json_response(body, 503 if status == "unhealthy" else 200)
 
@@ -87,9 +88,7 @@ def _consumer_state(consumer: BatchConsumer) -> dict[str, Any]:
     return {
         "records": consumer.metrics.value("pm_consumer_records_total", consumer=consumer.name),
         "newest_handled_at": (
-            datetime.fromtimestamp(handled / 1000, UTC).isoformat().replace("+00:00", "Z")
-            if handled
-            else None
+            iso(datetime.fromtimestamp(handled / 1000, UTC)) if handled else None
         ),
     }
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from pm_streams.backoff import Backoff
 from pm_streams.logs import get_logger
 from pm_streams.settings import Settings
 
@@ -68,7 +69,7 @@ async def wait_for_kafka(settings: Settings, attempt_timeout: float = 10.0) -> N
     seconds have passed, with one progress line per attempt: a worker started while
     Kafka restarts waits for it instead of exiting."""
     started = time.monotonic()
-    delay = 1.0
+    backoff = Backoff(first=1.0, cap=5.0)
     attempt = 0
     while True:
         attempt += 1
@@ -76,6 +77,7 @@ async def wait_for_kafka(settings: Settings, attempt_timeout: float = 10.0) -> N
             await ensure_topics(settings, timeout=attempt_timeout)
         except Exception as exc:
             waited = time.monotonic() - started
+            delay = backoff.failed()
             if waited + delay > settings.kafka_wait:
                 raise
             log.warning(
@@ -88,7 +90,6 @@ async def wait_for_kafka(settings: Settings, attempt_timeout: float = 10.0) -> N
                 error=repr(exc),
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
             continue
         if attempt > 1:
             log.info("kafka_available", waited_s=round(time.monotonic() - started, 1))

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from mode import Service
 
+from pm_streams.backoff import Backoff
 from pm_streams.logs import get_logger
 from pm_streams.settings import Settings
 from tables.migrate import apply_migrations
@@ -45,7 +46,7 @@ class Database(Service):
         self.add_future(self._connect())
 
     async def _connect(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while not self.should_stop:
             try:
                 applied = await migrate(self.settings)
@@ -60,9 +61,9 @@ class Database(Service):
                 log.info("postgres_ready", migrations_applied=applied)
                 return
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                delay = backoff.failed()
                 log.warning("postgres_unavailable", error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def on_stop(self) -> None:
         if self.pool is not None:

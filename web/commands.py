@@ -15,18 +15,16 @@ from aiohttp import web
 
 from pm_streams.logs import new_trace_id
 from pm_streams.names import POSITIONS_TABLE
-from web.errors import ApiError, bad_parameter, json_response
+from web.errors import ApiError, json_response
+from web.params import parse_asset, parse_bool, parse_int, parse_leg_mode
 from web.routing import Router
 
 if TYPE_CHECKING:
     from pm_streams.app import Service
     from web.endpoints import Endpoints
 
-LEG_MODES = ("one-way", "hedge-long", "hedge-short")
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
 
 def register(
@@ -40,38 +38,6 @@ def register(
     endpoints.add("POST", "/api/v1/positions/{asset}/validate", commands.validate)
     endpoints.add("POST", "/api/v1/positions/{asset}/snapshot", commands.snapshot)
     endpoints.add("GET", "/api/v1/positions/{asset}/snapshots", commands.snapshots)
-
-
-def parse_leg_mode(request: web.Request) -> str:
-    mode = request.query.get("mode", "one-way")
-    if mode not in LEG_MODES:
-        raise bad_parameter("mode", f"must be one of {', '.join(LEG_MODES)}")
-    return mode
-
-
-def parse_bool(request: web.Request, name: str, default: bool) -> bool:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    low = raw.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise bad_parameter(name, "must be true or false")
-
-
-def parse_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_parameter(name, "must be an integer") from None
-    if not low <= value <= high:
-        raise bad_parameter(name, f"must be between {low} and {high}", 422)
-    return value
 
 
 def _trace(request: web.Request) -> str:
@@ -90,8 +56,6 @@ class Commands:
         self.total_exposure = total_exposure
 
     def _asset(self, request: web.Request) -> str:
-        from web.routes import parse_asset
-
         return parse_asset(request.match_info["asset"])
 
     async def validate(self, request: web.Request) -> web.StreamResponse:

@@ -9,15 +9,22 @@ applied before it.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from pm_streams.domain import MODES, UNDECODABLE, Book, features, hedge_view, position_to_dict
+from pm_streams.domain import (
+    MODES,
+    UNDECODABLE,
+    Book,
+    features,
+    hedge_view,
+    iso,
+    position_to_dict,
+)
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
 from pm_streams.reads import Reader, stored
@@ -28,6 +35,14 @@ from web.endpoints import Endpoints
 from web.errors import ApiError, bad_parameter, json_response
 from web.health import KafkaCheck, PostgresCheck, Readiness, health_status
 from web.openapi import document
+from web.params import (
+    check_mode,
+    parse_asset,
+    parse_bool,
+    parse_mode,
+    parse_size,
+    parse_time,
+)
 from web.routing import SCOPE, Router, is_internal
 
 if TYPE_CHECKING:
@@ -35,68 +50,7 @@ if TYPE_CHECKING:
 
     from pm_streams.app import Service
 
-ASSET = re.compile(r"^[A-Z0-9]{2,20}$")
-API_MODES = ("one-way", "hedge", "hedge-long", "hedge-short")
-MAX_SIZE = Decimal("1e15")
 HISTORY_MAX_SPAN = timedelta(days=31)
-
-
-def parse_asset(raw: str, name: str = "asset") -> str:
-    if not ASSET.match(raw):
-        raise bad_parameter(name, "must match ^[A-Z0-9]{2,20}$")
-    return raw
-
-
-def parse_mode(request: web.Request, default: str | None = "one-way") -> str | None:
-    mode = request.query.get("mode", default)
-    if mode is not None:
-        check_mode(mode)
-    return mode
-
-
-def check_mode(mode: str) -> None:
-    if mode not in API_MODES:
-        raise bad_parameter("mode", f"must be one of {', '.join(API_MODES)}")
-
-
-def parse_bool(request: web.Request, name: str, default: bool) -> bool:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    low = raw.lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise bad_parameter(name, "must be true or false")
-
-
-def parse_size(request: web.Request, name: str) -> Decimal | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise bad_parameter(name, "must be a decimal number") from None
-    if not value.is_finite() or value < 0 or value > MAX_SIZE:
-        raise bad_parameter(name, f"must be a number between 0 and {MAX_SIZE:f}")
-    return value
-
-
-def parse_time(request: web.Request, name: str, default: datetime) -> datetime:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        if re.fullmatch(r"\d{1,12}(\.\d+)?", raw):
-            return datetime.fromtimestamp(float(raw), UTC)
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except (ValueError, OverflowError, OSError):
-        raise bad_parameter(name, "must be an ISO 8601 timestamp or epoch seconds") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def register(service: Service) -> None:
@@ -373,8 +327,8 @@ class Handlers:
                 "windows": windows,
                 "count": len(windows),
                 "window_seconds": window,
-                "from": _iso(start),
-                "to": _iso(end),
+                "from": iso(start),
+                "to": iso(end),
             }
         )
 
@@ -425,7 +379,7 @@ class Handlers:
                 }
             ),
             "modes": list(MODES),
-            "timestamp": _iso(datetime.now(UTC)),
+            "timestamp": iso(datetime.now(UTC)),
         }
         return json_response(body, 503 if status == "unhealthy" else 200)
 
@@ -449,10 +403,6 @@ def _held_changes_at(book: Book, now: datetime) -> datetime:
 
 def _raw_json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def registered_routes(web_app: web.Application) -> set[tuple[str, str]]:

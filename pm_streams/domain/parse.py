@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
+from pm_streams.domain.codec import iso
 from pm_streams.domain.model import ZERO, ExchangeUpdate, Fill
 
 MAX_BODY_BYTES = 64 * 1024
@@ -222,10 +223,6 @@ def _plain(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
-def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
-
-
 # --------------------------------------------------------------------------- modes
 
 _IDX_LEGS = {0: None, 1: "hedge-long", 2: "hedge-short"}
@@ -320,7 +317,7 @@ def parse_order_executed(raw: Mapping[str, Any], *, new_trace_id: Callable[[], s
     # Never the trace id: one trace spans many fills (SPEC §3.2 rev 2).
     fill_id = _opt_text(raw, "execution_id")
     if fill_id is None and order_id is not None and executed_at is not None:
-        fill_id = f"{order_id}|{_iso(executed_at)}|{_plain(abs(quantity))}|{_plain(price)}"
+        fill_id = f"{order_id}|{iso(executed_at)}|{_plain(abs(quantity))}|{_plain(price)}"
     if fill_id is None:
         raise RejectedInput("execution_id", UNIDENTIFIABLE_FILL)
 
