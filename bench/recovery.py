@@ -1,7 +1,7 @@
 """Time to ready after a SIGKILL with a long changelog behind the worker.
 
     .venv/bin/python bench/recovery.py [--records 1000000] [--assets 10000]
-        [--store memory rocksdb]
+        [--store memory rocksdb] [--kills 2]
 
 Per store, a fresh deployment: one worker applies a real fill and stops; its positions
 changelog record is copied (re-keyed to `--assets` assets) until the changelog holds
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pm_streams.gaps import Watermarks
 from pm_streams.names import KafkaNames
+from pm_streams.runtime.gaps import Watermarks
 from pm_streams.settings import Settings
 from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
@@ -122,7 +122,7 @@ async def time_to_ready(worker: WorkerProcess, asset: str) -> tuple[float, float
     return ready, time.monotonic() - started
 
 
-async def one_store(store: str, records: int, assets: int) -> None:
+async def one_store(store: str, records: int, assets: int, kills: int) -> None:
     deployment = Deployment(
         Path(tempfile.mkdtemp(prefix="bench-recovery-")),
         extra_env={"POSITION_MANAGER_STORE": f"{store}://"},
@@ -141,7 +141,7 @@ async def one_store(store: str, records: int, assets: int) -> None:
         worker = WorkerProcess(deployment, port=worker.port)
         ready, api = await time_to_ready(worker, last)
         print(f"{store}: first start after them: ready in {ready:.1f}s (API {api:.1f}s)")
-        for kill in (1, 2):
+        for kill in range(1, kills + 1):
             worker.kill()
             worker = WorkerProcess(deployment, port=worker.port)
             ready, api = await time_to_ready(worker, last)
@@ -156,9 +156,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--assets", type=int, default=10_000)
     parser.add_argument("--store", nargs="*", default=["memory", "rocksdb"])
+    parser.add_argument("--kills", type=int, default=2, help="SIGKILLs after the first start")
     args = parser.parse_args()
     for store in args.store:
-        asyncio.run(one_store(store, args.records, args.assets))
+        asyncio.run(one_store(store, args.records, args.assets, args.kills))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from pm_streams.domain import (
     record_floor,
 )
 from pm_streams.fill_ids import FillIds
-from pm_streams.gaps import GapReader, Sentry, Watermarks
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.portfolio import contribution, contributions_to_bytes
 from pm_streams.processing import Batch, step
-from pm_streams.reads import Reader
-from pm_streams.writes import on_behalf_of
+from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
+from pm_streams.runtime.reads import Reader
+from pm_streams.runtime.writes import on_behalf_of
 
 if TYPE_CHECKING:
     from pm_streams.app import Service

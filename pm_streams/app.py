@@ -16,14 +16,14 @@ from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.domain import EngineConfig
 from pm_streams.exposure import ExposureFollower
-from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
 from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
 from pm_streams.processing import BookCache
+from pm_streams.runtime.heap import HeapKeeper
+from pm_streams.runtime.streams import BatchingStream
+from pm_streams.runtime.transport import Transport, Web
 from pm_streams.settings import Settings
-from pm_streams.streams import BatchingStream
 from pm_streams.topics import COMPACTED, KEYED, raw_topic
-from pm_streams.transport import Transport, Web
 from tables.db import Database
 from tables.sink import PostgresSink
 
@@ -59,7 +59,7 @@ class Service:
     prices: Any = None
     """`pm_streams.prices.PriceRefresher`, set once by `build`."""
     heap: Any = None
-    """`pm_streams.heap.HeapKeeper`, set once by `build`."""
+    """`pm_streams.runtime.heap.HeapKeeper`, set once by `build`."""
 
     @property
     def services(self) -> tuple[Any, ...]:
@@ -88,7 +88,7 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 class App(faust.App):
-    """Faust's app on `pm_streams.transport`: Kafka via aiokafka with a cheaper record
+    """Faust's app on `pm_streams.runtime.transport`: Kafka via aiokafka with a cheaper record
     delivery, and the aiohttp server without CORS."""
 
     def _new_transport(self) -> Any:
@@ -136,7 +136,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_metrics_enabled=False,
         web_router_enabled=False,
         web_in_thread=False,
-        # take_events without Faust's 5 ms polling timer (pm_streams/streams.py): an
+        # take_events without Faust's 5 ms polling timer (pm_streams/runtime/streams.py): an
         # idle worker uses half the CPU.
         Stream=BatchingStream,
     )
@@ -238,7 +238,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
 
 
 def _keep_heap(service: Service) -> None:
-    """Settle the heap (`pm_streams.heap`) after start, hourly, and once the tables are
+    """Settle the heap (`pm_streams.runtime.heap`) after start, hourly, and once the tables are
     recovered after every rebalance."""
     heap = HeapKeeper(service.metrics)
     object.__setattr__(service, "heap", heap)  # frozen: set once, here

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from pm_streams.writes import on_behalf_of
+from pm_streams.runtime.writes import on_behalf_of
 
 SEP = "\x1f"
 

@@ -26,8 +26,8 @@ from pm_streams.clock import Clock, SystemClock
 from pm_streams.consumer import BatchConsumer
 from pm_streams.domain import iso
 from pm_streams.exposure import ExposureFollower
-from pm_streams.heap import HeapKeeper
 from pm_streams.metrics import Metrics
+from pm_streams.runtime.heap import HeapKeeper
 from pm_streams.settings import Settings
 from tables.db import Database
 from tables.sink import PostgresSink

@@ -46,9 +46,9 @@ from pm_streams.names import (
     PORTFOLIO_HISTORY_TABLE,
     PORTFOLIO_TOTALS_TABLE,
 )
-from pm_streams.reads import Reader
+from pm_streams.runtime.reads import Reader
+from pm_streams.runtime.writes import on_behalf_of
 from pm_streams.topics import raw_topic
-from pm_streams.writes import on_behalf_of
 
 if TYPE_CHECKING:
     from pm_streams.app import Service

@@ -18,7 +18,7 @@ from yarl import URL
 from pm_streams.domain import Book, Event, Position, event_to_bytes
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
-from pm_streams.reads import stored
+from pm_streams.runtime.reads import stored
 
 
 class NotOwner(Exception):

@@ -27,7 +27,7 @@ from pm_streams.domain import (
 )
 from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import TOTALS_KEY
-from pm_streams.reads import Reader, stored
+from pm_streams.runtime.reads import Reader, stored
 from web import commands
 from web.auth import Gate
 from web.docs import DocsPage

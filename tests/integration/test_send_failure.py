@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pm_streams.gaps import Watermarks
 from pm_streams.names import KafkaNames
+from pm_streams.runtime.gaps import Watermarks
 from pm_streams.settings import Settings
 from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish

@@ -1,4 +1,4 @@
-"""`pm_streams.heap`: what a settle freezes, and that frozen garbage is not kept forever."""
+"""`pm_streams.runtime.heap`: what a settle freezes, and that frozen garbage is not kept forever."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pm_streams.heap import HeapKeeper, settle
 from pm_streams.metrics import Metrics
+from pm_streams.runtime.heap import HeapKeeper, settle
 
 
 class Node:

@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import pytest
 
-from pm_streams.streams import BatchingStream
+from pm_streams.runtime.streams import BatchingStream
 from tests.support.loop_calls import loop_calls
 
 

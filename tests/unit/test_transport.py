@@ -1,4 +1,4 @@
-"""`pm_streams.transport.Consumer`: record delivery awaited in place only when it cannot
+"""`pm_streams.runtime.transport.Consumer`: record delivery awaited in place only when it cannot
 block, Faust's `wait_first` race with `suspend_flow` otherwise (no broker needed: the
 consumer is built but never started)."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from pm_streams.app import faust_app
+from pm_streams.runtime.transport import Consumer, Web
 from pm_streams.settings import Settings
-from pm_streams.transport import Consumer, Web
 from tests.support.loop_calls import loop_calls
 
 

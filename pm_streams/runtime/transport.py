@@ -15,6 +15,13 @@ control is suspended (a rebalance), while the producer buffer is over its limit,
 while the callback map is being rebuilt, or when a stream's queue is full. When none
 of these holds, the conductor's callback cannot suspend, so it is awaited directly;
 otherwise Faust's own `wait_first` runs, unchanged.
+
+Upstream: faust-streaming's `Consumer._drain_messages` awaits `wait_first` per record
+(tasks made and cancelled per record); `Topic._on_published` only logs a failed send
+while `Consumer._commit_tps` commits regardless; `Web.on_start` installs `aiohttp_cors`
+on every response.
+Delete when: faust delivers fetched records without per-record tasks, stops on a failed
+send and commits after the producer flushed, and makes CORS optional.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from mode.services import WaitResults
 
 from pm_streams.logs import get_logger
 
-log = get_logger("pm_streams.transport")
+log = get_logger("pm_streams.runtime.transport")
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -10,6 +10,11 @@ later collections see only the objects made since. A frozen object that later be
 cyclic garbage would never be collected, so each settle first unfreezes: it runs after
 start, after every rebalance (the tables' recovered data), and every `every` seconds.
 One settle costs one full collection (~50 ms), at those moments only.
+
+Upstream: CPython's full (generation 2) collections walk every long-lived object of the
+Faust app and the tables.
+Delete when: the interpreter's collector stops walking long-lived objects on every full
+pass (an incremental collector), or the worker's heap is small.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from mode import Service
 from pm_streams.logs import get_logger
 from pm_streams.metrics import Metrics
 
-log = get_logger("pm_streams.heap")
+log = get_logger("pm_streams.runtime.heap")
 
 SETTLE_EVERY = 3600.0
 

@@ -6,6 +6,11 @@ old consumer generation are skipped, yet later offsets are acked and committed
 The positions agent therefore keeps, per input partition, the last offset it
 applied (`Watermarks`). When the next event's offset is beyond watermark + 1, the
 records in between are read here and applied first, in order.
+
+Upstream: faust-streaming #216, #221: a record fetched under another consumer
+generation, or while flow is paused, is acked and skipped (`Stream._py_aiter`), and
+later offsets are committed.
+Delete when: faust never acks a record it did not deliver to the stream.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ iterated by a background drainer task, so the agent's own task has none and
 `table[key] = value` raises "Cannot modify table key from outside of stream
 iteration". `on_behalf_of(event)` sets it, for the agent's task only, to the event
 whose partition the write belongs to, exactly what Faust does for a per-event agent.
+
+Upstream: faust-streaming sets the current event (which `table[key] = value` needs) in
+the task that iterates the stream; under `take_events` that is the drainer task, not the
+agent's.
+Delete when: faust sets the current event for the body of a `take_events` batch.
 """
 
 from __future__ import annotations

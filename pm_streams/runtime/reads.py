@@ -1,4 +1,9 @@
-"""Reading a Faust table on hot paths."""
+"""Reading a Faust table on hot paths.
+
+Upstream: faust-streaming's `Table.get` runs the sensors' per-read hook (`on_key_get`)
+even when no sensor uses it.
+Delete when: faust skips sensor hooks when no sensor is installed.
+"""
 
 from __future__ import annotations
 
