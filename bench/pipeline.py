@@ -205,6 +205,7 @@ STAGES = [
     ("pm_streams/consumer.py", "sink/republisher Kafka consumers (fetch, decode)"),
     ("pm_streams/agents.py", "positions agent (apply, table write)"),
     ("pm_streams/portfolio.py", "portfolio agent"),
+    ("pm_streams/domain/portfolio.py", "portfolio agent"),
     ("pm_streams/exposure.py", "portfolio agent"),
     ("web/", "web server"),
     ("aiormq/", "AMQP client I/O (frames, confirms)"),

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pm_streams.context import Service
 from pm_streams.domain import (
     UNDECODABLE,
     Book,
@@ -15,16 +16,13 @@ from pm_streams.domain import (
     book_to_bytes,
     record_floor,
 )
+from pm_streams.domain.portfolio import contribution, contributions_to_bytes
 from pm_streams.fill_ids import FillIds
 from pm_streams.logs import bound_trace, get_logger
-from pm_streams.portfolio import contribution, contributions_to_bytes
 from pm_streams.processing import Batch, step
 from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.writes import on_behalf_of
-
-if TYPE_CHECKING:
-    from pm_streams.app import Service
 
 log = get_logger("pm_streams.agents")
 
@@ -254,8 +252,6 @@ def _contribute(service: Service, books: list[Book]) -> None:
 
 def _schedule_validations(service: Service, book: Any) -> None:
     """Hand the engine's `ScheduleValidation` (size discrepancy grace) to the validator."""
-    if service.validator is None:
-        return
     for effect in book.effects:
         if isinstance(effect, ScheduleValidation):
             service.validator.schedule(effect)

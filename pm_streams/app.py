@@ -1,12 +1,12 @@
 """The composition root: builds the Faust app and everything around it from `Settings`.
 
-Nothing here runs at import time. `build(settings)` returns a `Service` bundle that
-the CLI hands to a Faust worker; tests build their own with per-test settings.
+Nothing here runs at import time. `build(settings)` returns the worker's context
+(`pm_streams.context.Service`) that the CLI hands to a Faust worker; tests build their
+own with per-test settings. Nothing imports this module but the entry points.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -14,10 +14,13 @@ import faust
 from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
+from pm_streams.context import Service
 from pm_streams.domain import EngineConfig
 from pm_streams.exposure import ExposureFollower
 from pm_streams.metrics import Metrics
 from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
+from pm_streams.portfolio import Portfolio
+from pm_streams.prices import PriceRefresher
 from pm_streams.processing import BookCache
 from pm_streams.runtime.heap import HeapKeeper
 from pm_streams.runtime.streams import BatchingStream
@@ -25,56 +28,11 @@ from pm_streams.runtime.transport import Transport, Web
 from pm_streams.settings import Settings
 from pm_streams.topics import COMPACTED, KEYED, raw_topic
 from tables.db import Database
+from tables.live import LivePositions
+from tables.metrics_writer import MetricsWriter
 from tables.sink import PostgresSink
-
-
-@dataclass(frozen=True)
-class Service:
-    """Everything one worker owns, wired once."""
-
-    settings: Settings
-    app: faust.App
-    input_topic: Any
-    dead_letter_topic: Any
-    positions: Any
-    engine: EngineConfig
-    metrics: Metrics
-    clock: Clock
-    db: Database
-    bridge: InboundBridge
-    sink: PostgresSink
-    republisher: Republisher
-    exposure: ExposureFollower
-    fill_ids: Any = None
-    """The fill-id table (`pm_streams.fill_ids`)."""
-    books: BookCache = field(default_factory=BookCache)
-    portfolio: Any = None
-    """`pm_streams.portfolio.Portfolio`, set once by `build`."""
-    metrics_writer: Any = None
-    """`tables.metrics_writer.MetricsWriter`, set once by `build`."""
-    snapshots: Any = None
-    """`tables.snapshots.Snapshots`, set once by `build`."""
-    validator: Any = None
-    """`tables.validation.Validator`, set once by `build`."""
-    prices: Any = None
-    """`pm_streams.prices.PriceRefresher`, set once by `build`."""
-    heap: Any = None
-    """`pm_streams.runtime.heap.HeapKeeper`, set once by `build`."""
-
-    @property
-    def services(self) -> tuple[Any, ...]:
-        """The services a worker runs beside the Faust app."""
-        extra = tuple(s for s in (self.snapshots, self.validator, self.prices) if s is not None)
-        if self.metrics_writer is not None:
-            extra = (*extra, self.metrics_writer)
-        if self.heap is not None:
-            extra = (*extra, self.heap)
-        outputs = (
-            (self.exposure, self.sink, self.republisher)
-            if self.settings.outputs == "worker"
-            else ()
-        )
-        return (self.db, self.bridge, *outputs, *extra)
+from tables.snapshots import Snapshots
+from tables.validation import Validator
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -163,15 +121,56 @@ def raw_changelog(app: faust.App, name: str, partitions: int) -> Any:
 
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Service:
-    """Declare topics and tables, then register agents, timers and web routes."""
+    """Declare topics and tables, build every part, then register agents, timers and
+    web routes on the finished context."""
     from pm_streams import agents
-    from pm_streams.portfolio import Portfolio
     from web import routes
 
     app = faust_app(settings)
     names = settings.kafka
     input_topic = raw_topic(app, names.input_topic, settings.partitions, internal=True)
-    dead_letter_topic = raw_topic(app, names.input_topic + ".dlq", 1, internal=True)
+    metrics = Metrics.of_service()
+    clock = clock or SystemClock()
+    db = Database(settings)
+    follower = ExposureFollower(settings)
+    engine = engine_config(settings)
+    positions = _positions_table(app, settings)
+    books = BookCache()
+    portfolio = Portfolio(app, settings, metrics, clock, db)
+    portfolio.register()
+    live = LivePositions(app, positions, input_topic, books)
+    service = Service(
+        settings=settings,
+        app=app,
+        input_topic=input_topic,
+        dead_letter_topic=raw_topic(app, names.input_topic + ".dlq", 1, internal=True),
+        positions=positions,
+        fill_ids=_fill_ids_table(app, settings),
+        engine=engine,
+        metrics=metrics,
+        clock=clock,
+        db=db,
+        bridge=InboundBridge(settings, metrics),
+        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
+        republisher=Republisher(settings, metrics, clock, follower.exposure),
+        exposure=follower,
+        books=books,
+        portfolio=portfolio,
+        metrics_writer=MetricsWriter(settings, metrics, clock, db),
+        snapshots=Snapshots(settings, metrics, clock, db, live, portfolio.outbox),
+        validator=Validator(settings, metrics, clock, db, live, engine),
+        prices=PriceRefresher(settings, metrics, clock, live),
+        heap=HeapKeeper(metrics),
+    )
+    # Settle the heap (`runtime.heap`) once the tables are recovered after a rebalance.
+    app.on_rebalance_complete.connect(service.heap.after_rebalance)
+    agents.register(service)
+    routes.register(service)
+    return service
+
+
+def _positions_table(app: faust.App, settings: Settings) -> Any:
+    names = settings.kafka
     positions = app.Table(
         POSITIONS_TABLE,
         key_type=str,
@@ -184,6 +183,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     # must be the raw asset bytes: the router hashes the serialized key to find the
     # owning partition, and the bridge partitions the input topic by the raw bytes.
     positions.key_serializer = "raw"  # type: ignore[attr-defined]
+    return positions
+
+
+def _fill_ids_table(app: faust.App, settings: Settings) -> Any:
     fill_ids = app.Table(
         FILL_IDS_TABLE,
         key_type=str,
@@ -191,7 +194,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         partitions=settings.partitions,
         changelog_topic=raw_topic(
             app,
-            names.fill_ids_changelog,
+            settings.kafka.fill_ids_changelog,
             settings.partitions,
             compacting=True,
             deleting=False,
@@ -203,61 +206,4 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         help="Applied fill identities: asset, mode, fill id -> input offset, time.",
     )
     fill_ids.key_serializer = "raw"  # type: ignore[attr-defined]
-    metrics = Metrics.of_service()
-    clock = clock or SystemClock()
-    db = Database(settings)
-    follower = ExposureFollower(settings)
-    service = Service(
-        settings=settings,
-        app=app,
-        input_topic=input_topic,
-        dead_letter_topic=dead_letter_topic,
-        positions=positions,
-        fill_ids=fill_ids,
-        engine=engine_config(settings),
-        metrics=metrics,
-        clock=clock,
-        db=db,
-        bridge=InboundBridge(settings, metrics),
-        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
-        republisher=Republisher(settings, metrics, clock, follower.exposure),
-        exposure=follower,
-    )
-    portfolio = Portfolio(service)
-    object.__setattr__(service, "portfolio", portfolio)  # frozen: set once, here
-    portfolio.register()
-    _wire_tables(service)
-    from tables.metrics_writer import MetricsWriter
-
-    writer = MetricsWriter(settings, metrics, clock, db)
-    object.__setattr__(service, "metrics_writer", writer)  # frozen: set once, here
-    agents.register(service)
-    routes.register(service)
-    _keep_heap(service)
-    return service
-
-
-def _keep_heap(service: Service) -> None:
-    """Settle the heap (`pm_streams.runtime.heap`) after start, hourly, and once the tables are
-    recovered after every rebalance."""
-    heap = HeapKeeper(service.metrics)
-    object.__setattr__(service, "heap", heap)  # frozen: set once, here
-    service.app.on_rebalance_complete.connect(heap.after_rebalance)
-
-
-def _wire_tables(service: Service) -> None:
-    """Snapshots, validation (SPEC §6) and prices (§4.3), on the partitions this worker owns."""
-    from pm_streams.prices import PriceRefresher
-    from tables.live import LivePositions
-    from tables.snapshots import Snapshots
-    from tables.validation import Validator
-
-    s = service.settings
-    live = LivePositions(service.app, service.positions, service.input_topic, service.books)
-    outbox = service.portfolio.outbox
-    snapshots = Snapshots(s, service.metrics, service.clock, service.db, live, outbox)
-    validator = Validator(s, service.metrics, service.clock, service.db, live, service.engine)
-    object.__setattr__(service, "snapshots", snapshots)  # frozen: set once, here
-    object.__setattr__(service, "validator", validator)
-    prices = PriceRefresher(s, service.metrics, service.clock, live)
-    object.__setattr__(service, "prices", prices)
+    return fill_ids

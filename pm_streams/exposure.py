@@ -21,9 +21,9 @@ from mode import Service
 
 from pm_streams.backoff import Backoff
 from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
+from pm_streams.domain.portfolio import Contribution, Totals, contribution
 from pm_streams.logs import get_logger
 from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
-from pm_streams.portfolio import Contribution, Totals, contribution
 from pm_streams.settings import Settings
 
 log = get_logger("pm_streams.exposure")

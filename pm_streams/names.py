@@ -14,6 +14,8 @@ POSITIONS_TABLE = "positions"
 FILL_IDS_TABLE = "fill-ids"
 PORTFOLIO_CONTRIB_TABLE = "portfolio-contrib"
 PORTFOLIO_TOTALS_TABLE = "portfolio-totals"
+TOTALS_KEY = "portfolio"
+"""The one key of the totals table; portfolio requests are routed with it."""
 PORTFOLIO_HISTORY_TABLE = "portfolio-history"
 
 POSITION_EVENTS = "position_updated", "position_closed"

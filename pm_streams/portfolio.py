@@ -1,14 +1,11 @@
 """The live portfolio of SPEC §5: per-asset contributions, incremental totals, history.
 
-Pure part (no Faust, no I/O): `contribution(book)` is what one asset adds to the
-portfolio; `Totals.apply(old, new)` replaces an asset's old contribution by its new
-one, exactly (Decimal, 50 digits); `portfolio_view` renders the §5 answer.
-
-Wiring (`Portfolio`): after each batch the positions agent sends the contributions of
-the assets the batch changed (and of replayed ones) to a one-partition topic, as one
-record (`contributions_to_bytes`; at 500 events/s over 1,000 assets ~1,200 records
-instead of one per event, fewer for the broker and for the portfolio agent's fetch
-loop). One portfolio agent, on the worker owning that partition, keeps
+The pure part is `pm_streams.domain.portfolio`. Wiring (`Portfolio`): after each batch
+the positions agent sends the contributions of the assets the batch changed (and of
+replayed ones) to a one-partition topic, as one record (`contributions_to_bytes`; at
+500 events/s over 1,000 assets ~1,200 records instead of one per event, fewer for the
+broker and for the portfolio agent's fetch loop). One portfolio agent, on the worker
+owning that partition, keeps
 
 * `portfolio-contrib`: asset → contribution, idempotent by its `version` (the sum of
   the asset's leg versions, which only grows);
@@ -30,140 +27,52 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from decimal import Decimal, localcontext
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
 
+import faust
 import orjson
 from faust.types import TP
 
-from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book, decimal_text, iso
+from pm_streams.clock import Clock
+from pm_streams.domain import UNDECODABLE
+from pm_streams.domain.portfolio import (
+    Contribution,
+    Totals,
+    contributions_from_bytes,
+    decide,
+    exposure_view,
+    pnl_view,
+    portfolio_event,
+    portfolio_view,
+    time_of,
+    totals_of,
+    window_row,
+    window_start,
+)
 from pm_streams.logs import bound_trace, get_logger
+from pm_streams.metrics import Metrics
 from pm_streams.names import (
     PORTFOLIO_CONTRIB_TABLE,
     PORTFOLIO_HISTORY_TABLE,
     PORTFOLIO_TOTALS_TABLE,
+    TOTALS_KEY,
 )
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.writes import on_behalf_of
+from pm_streams.settings import Settings
 from pm_streams.topics import raw_topic
-
-if TYPE_CHECKING:
-    from pm_streams.app import Service
+from tables.db import Database
 
 log = get_logger("pm_streams.portfolio")
 
-ZERO = Decimal(0)
-SCALE = Decimal("1e-20")
-"""Contributions are quantized to 20 places: a sum of fixed-scale numbers is exact in
-`AGGREGATE_CONTEXT` for every accepted magnitude, so adding and removing contributions
-incrementally gives exactly the from-scratch sum (average entry prices are
-non-terminating, so unquantized products would differ in the last digit)."""
 HISTORY_SAMPLE = 1.0
 """Seconds of event time between two writes of the same history window."""
-TOTALS_KEY = "portfolio"
-"""The one key of the totals table; portfolio requests are routed with it."""
 
 
-def _s(d: Decimal) -> str:
-    """Stored form (records): exact, all 20 places kept."""
-    if d == 0:
-        d = d.copy_abs()
-    return format(d, "f")
-
-
-_out = decimal_text
-"""Output form (API, events): SPEC §4 rev 2."""
-
-
-def _dt(raw: str | None) -> datetime | None:
-    return None if raw is None else datetime.fromisoformat(raw.replace("Z", "+00:00"))
-
-
-# --------------------------------------------------------------------------- contributions
-
-
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    """What one asset (all its legs) adds to the portfolio."""
-
-    asset: str
-    version: int
-    exposure: Decimal
-    net: Decimal
-    unrealized: Decimal
-    realized: Decimal
-    size: Decimal
-    open_count: int
-    long_count: int
-    short_count: int
-    price_fallback: bool
-    trace_id: str
-    at: datetime
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_obj())
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Contribution:
-        return cls.from_obj(orjson.loads(raw))
-
-    def to_obj(self) -> dict[str, Any]:
-        return {
-            "asset": self.asset,
-            "version": self.version,
-            "exposure": _s(self.exposure),
-            "net": _s(self.net),
-            "unrealized": _s(self.unrealized),
-            "realized": _s(self.realized),
-            "size": _s(self.size),
-            "open": self.open_count,
-            "long": self.long_count,
-            "short": self.short_count,
-            "fallback": self.price_fallback,
-            "trace_id": self.trace_id,
-            "at": iso(self.at),
-        }
-
-    @classmethod
-    def from_obj(cls, o: Mapping[str, Any]) -> Contribution:
-        at = _dt(o["at"])
-        assert at is not None
-        return cls(
-            asset=o["asset"],
-            version=int(o["version"]),
-            exposure=Decimal(o["exposure"]),
-            net=Decimal(o["net"]),
-            unrealized=Decimal(o["unrealized"]),
-            realized=Decimal(o["realized"]),
-            size=Decimal(o["size"]),
-            open_count=int(o["open"]),
-            long_count=int(o["long"]),
-            short_count=int(o["short"]),
-            price_fallback=bool(o["fallback"]),
-            trace_id=str(o["trace_id"]),
-            at=at,
-        )
-
-    def by_asset(self) -> dict[str, Any]:
-        return {
-            "exposure_usdt": _out(self.exposure),
-            "unrealized_pnl_usdt": _out(self.unrealized),
-            "realized_pnl_usdt": _out(self.realized),
-            "size": _out(self.size),
-            "price_fallback": self.price_fallback,
-        }
-
-
-def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
-    """One portfolio-topic record carrying the contributions of one positions batch."""
-    return orjson.dumps([c.to_obj() for c in contributions])
-
-
-def _quarantine(service: Service, event: Any, exc: Exception) -> None:
-    service.metrics.inc("pm_quarantined_records_total", consumer="portfolio")
+def _quarantine(metrics: Metrics, event: Any, exc: Exception) -> None:
+    metrics.inc("pm_quarantined_records_total", consumer="portfolio")
     tp = event.message.tp
     log.error(
         "record_quarantined",
@@ -173,315 +82,6 @@ def _quarantine(service: Service, event: Any, exc: Exception) -> None:
         offset=event.message.offset,
         error=repr(exc),
     )
-
-
-def contributions_from_bytes(raw: bytes) -> list[Contribution]:
-    """The contributions of a portfolio-topic record: a list, or one object (records
-    written before contributions were batched)."""
-    o = orjson.loads(raw)
-    if isinstance(o, list):
-        return [Contribution.from_obj(x) for x in o]
-    return [Contribution.from_obj(o)]
-
-
-def contribution(book: Book) -> Contribution:
-    """The asset's contribution: open legs for exposure/unrealized, all legs for realized.
-
-    The price of a leg is its `current_price`, else its average entry price (flagged).
-    """
-    trace = "-"
-    for effect in book.effects:
-        t = getattr(effect, "trace_id", None)
-        if t:
-            trace = str(t)
-            break
-    with localcontext(AGGREGATE_CONTEXT):
-        exposure = net = unrealized = realized = size = ZERO
-        open_count = long_count = short_count = 0
-        fallback = False
-        for leg in book.legs:
-            realized += leg.realized_pnl
-            if leg.size == 0:
-                continue
-            price = leg.current_price
-            if price is None:
-                price = leg.average_entry_price
-                fallback = True
-            exposure += abs(leg.size) * price
-            net += leg.size * price
-            unrealized += leg.unrealized_pnl
-            size += leg.size
-            open_count += 1
-            if leg.size > 0:
-                long_count += 1
-            else:
-                short_count += 1
-        exposure, net, unrealized, realized = (
-            x.quantize(SCALE).normalize() if x else ZERO
-            for x in (exposure, net, unrealized, realized)
-        )
-    at = max((leg.last_updated for leg in book.legs), default=datetime.now(UTC))
-    return Contribution(
-        asset=book.asset,
-        version=sum(leg.version for leg in book.legs),
-        exposure=exposure,
-        net=net,
-        unrealized=unrealized,
-        realized=realized,
-        size=size,
-        open_count=open_count,
-        long_count=long_count,
-        short_count=short_count,
-        price_fallback=fallback,
-        trace_id=trace,
-        at=at,
-    )
-
-
-# --------------------------------------------------------------------------- totals
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """The §5 totals over every contribution taken so far.
-
-    `version` counts applied contributions (the `portfolio_updated` event id);
-    `(last_offset, last_index)` is the portfolio-topic offset of the last one and its
-    place in that record (replay guard).
-    """
-
-    exposure: Decimal = ZERO
-    net: Decimal = ZERO
-    unrealized: Decimal = ZERO
-    realized: Decimal = ZERO
-    open_count: int = 0
-    long_count: int = 0
-    short_count: int = 0
-    version: int = 0
-    last_offset: int = -1
-    last_index: int = 0
-    calculated_at: datetime | None = None
-    limit_exceeded: bool = False
-    trace_id: str = "-"
-
-    def apply(
-        self,
-        old: Contribution | None,
-        new: Contribution,
-        *,
-        offset: int,
-        now: datetime,
-        max_exposure: Decimal | None = None,
-        index: int = 0,
-    ) -> Totals:
-        """Totals with `old` (the asset's previous contribution) replaced by `new`."""
-        with localcontext(AGGREGATE_CONTEXT):
-            o = old
-            t = replace(
-                self,
-                exposure=self.exposure + new.exposure - (o.exposure if o else ZERO),
-                net=self.net + new.net - (o.net if o else ZERO),
-                unrealized=self.unrealized + new.unrealized - (o.unrealized if o else ZERO),
-                realized=self.realized + new.realized - (o.realized if o else ZERO),
-                open_count=self.open_count + new.open_count - (o.open_count if o else 0),
-                long_count=self.long_count + new.long_count - (o.long_count if o else 0),
-                short_count=self.short_count + new.short_count - (o.short_count if o else 0),
-                version=self.version + 1,
-                last_offset=offset,
-                last_index=index,
-                calculated_at=now,
-                trace_id=new.trace_id,
-            )
-        return replace(t, limit_exceeded=exceeds(t.exposure, max_exposure))
-
-    @property
-    def total_pnl(self) -> Decimal:
-        with localcontext(AGGREGATE_CONTEXT):
-            return self.unrealized + self.realized
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "exposure": _s(self.exposure),
-                "net": _s(self.net),
-                "unrealized": _s(self.unrealized),
-                "realized": _s(self.realized),
-                "open": self.open_count,
-                "long": self.long_count,
-                "short": self.short_count,
-                "version": self.version,
-                "last_offset": self.last_offset,
-                "last_index": self.last_index,
-                "calculated_at": iso(self.calculated_at),
-                "limit_exceeded": self.limit_exceeded,
-                "trace_id": self.trace_id,
-            }
-        )
-
-    @classmethod
-    def from_bytes(cls, raw: bytes | None) -> Totals:
-        if raw is None:
-            return cls()
-        o = orjson.loads(raw)
-        return cls(
-            exposure=Decimal(o["exposure"]),
-            net=Decimal(o["net"]),
-            unrealized=Decimal(o["unrealized"]),
-            realized=Decimal(o["realized"]),
-            open_count=int(o["open"]),
-            long_count=int(o["long"]),
-            short_count=int(o["short"]),
-            version=int(o["version"]),
-            last_offset=int(o["last_offset"]),
-            last_index=int(o.get("last_index", 0)),
-            calculated_at=_dt(o["calculated_at"]),
-            limit_exceeded=bool(o["limit_exceeded"]),
-            trace_id=str(o.get("trace_id", "-")),
-        )
-
-
-def exceeds(exposure: Decimal, limit: Decimal | None) -> bool:
-    return limit is not None and exposure > limit
-
-
-def totals_of(contributions: Iterable[Contribution]) -> Totals:
-    """Totals recomputed from scratch (tests, and the `asset` filter)."""
-    t = Totals()
-    latest: datetime | None = None
-    for c in contributions:
-        t = t.apply(None, c, offset=-1, now=c.at)
-        latest = c.at if latest is None else max(latest, c.at)
-    return replace(t, calculated_at=latest, version=0)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the portfolio agent does with one contribution message."""
-
-    totals: Totals | None
-    """New totals to write, or None when they already include this message."""
-    write_contribution: bool
-    crossed_limit: bool = False
-    kind: str = "applied"
-    """`applied`, `repaired` (replay after a partial write), `duplicate` or `stale`."""
-
-
-def decide(
-    totals: Totals,
-    old: Contribution | None,
-    new: Contribution,
-    *,
-    offset: int,
-    now: datetime,
-    max_exposure: Decimal | None,
-    index: int = 0,
-) -> Decision:
-    """What to do with contribution `new`, the `index`-th of the record at `offset`."""
-    if (offset, index) <= (totals.last_offset, totals.last_index):
-        # Already counted in the totals; the contribution write may have been lost.
-        behind = old is None or old.version < new.version
-        return Decision(None, behind, kind="repaired" if behind else "duplicate")
-    if old is not None and old.version >= new.version:
-        return Decision(None, False, kind="stale")
-    t = totals.apply(old, new, offset=offset, now=now, max_exposure=max_exposure, index=index)
-    crossed = t.limit_exceeded and not totals.limit_exceeded
-    return Decision(t, True, crossed_limit=crossed)
-
-
-# --------------------------------------------------------------------------- views
-
-
-def portfolio_view(
-    totals: Totals,
-    by_asset: Mapping[str, Contribution],
-    *,
-    max_exposure: Decimal | None,
-    open_only: bool = False,
-) -> dict[str, Any]:
-    """The §5 answer (`GET /api/v1/portfolio`)."""
-    body: dict[str, Any] = {
-        "total_exposure_usdt": _out(totals.exposure),
-        "net_exposure_usdt": _out(totals.net),
-        "portfolio_value_usdt": _out(totals.net),
-        "total_unrealized_pnl_usdt": _out(totals.unrealized),
-        "total_realized_pnl_usdt": _out(totals.realized),
-        "total_pnl_usdt": _out(totals.total_pnl),
-        "open_positions_count": totals.open_count,
-        "long_positions_count": totals.long_count,
-        "short_positions_count": totals.short_count,
-        "by_asset": {
-            a: c.by_asset() for a, c in sorted(by_asset.items()) if not open_only or c.open_count
-        },
-        "calculated_at": iso(totals.calculated_at),
-        "limit_exceeded": exceeds(totals.exposure, max_exposure),
-        "max_exposure_usdt": None if max_exposure is None else _out(max_exposure),
-    }
-    return body
-
-
-def exposure_view(body: Mapping[str, Any], by_open: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "total_exposure_usdt": body["total_exposure_usdt"],
-        "net_exposure_usdt": body["net_exposure_usdt"],
-        "by_asset": {
-            a: {"exposure_usdt": v["exposure_usdt"], "size": v["size"]} for a, v in by_open.items()
-        },
-        "calculated_at": body["calculated_at"],
-        "limit_exceeded": body["limit_exceeded"],
-    }
-
-
-def pnl_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "total_unrealized_pnl_usdt": body["total_unrealized_pnl_usdt"],
-        "total_realized_pnl_usdt": body["total_realized_pnl_usdt"],
-        "total_pnl_usdt": body["total_pnl_usdt"],
-        "by_asset": {
-            a: {
-                "unrealized_pnl_usdt": v["unrealized_pnl_usdt"],
-                "realized_pnl_usdt": v["realized_pnl_usdt"],
-            }
-            for a, v in body["by_asset"].items()
-        },
-        "calculated_at": body["calculated_at"],
-    }
-
-
-def window_row(start: float, end: float, totals: Totals) -> dict[str, Any]:
-    """One history entry (also the `portfolio_metrics` row)."""
-    return {
-        "window_start": iso(datetime.fromtimestamp(start, UTC)),
-        "window_end": iso(datetime.fromtimestamp(end, UTC)),
-        "total_exposure_usdt": _out(totals.exposure),
-        "net_exposure_usdt": _out(totals.net),
-        "total_unrealized_pnl_usdt": _out(totals.unrealized),
-        "total_realized_pnl_usdt": _out(totals.realized),
-        "total_pnl_usdt": _out(totals.total_pnl),
-        "open_positions_count": totals.open_count,
-        "long_positions_count": totals.long_count,
-        "short_positions_count": totals.short_count,
-        "calculated_at": iso(totals.calculated_at),
-    }
-
-
-def window_start(ts: float, size: float) -> float:
-    """Start of the tumbling window holding `ts` (faust's own arithmetic)."""
-    return ts - ts % size
-
-
-def portfolio_event(
-    event_type: str, totals: Totals, now: datetime, max_exposure: Decimal | None
-) -> dict[str, Any]:
-    """`portfolio_updated` / `portfolio_limit_exceeded` (SPEC §8), deterministic id."""
-    body = portfolio_view(totals, {}, max_exposure=max_exposure)
-    body.pop("by_asset")
-    body.update(
-        event_id=f"portfolio:{totals.version}:{event_type}",
-        event_type=event_type,
-        trace_id=totals.trace_id,
-        timestamp=iso(totals.calculated_at or now),
-    )
-    return body
 
 
 # --------------------------------------------------------------------------- wiring
@@ -516,10 +116,14 @@ def _history_key(raw: Any) -> tuple[str, float, float] | None:
 class Portfolio:
     """Topic, tables, agent, timers and the in-memory read caches of the portfolio."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        settings = service.settings
-        app = service.app
+    def __init__(
+        self, app: faust.App, settings: Settings, metrics: Metrics, clock: Clock, db: Database
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.db = db
         names = settings.kafka
         self.max_exposure = settings.max_exposure_usdt
         self.topic = raw_topic(app, names.portfolio_topic, 1, internal=True)
@@ -646,18 +250,17 @@ class Portfolio:
     # -- registration
 
     def register(self) -> None:
-        service = self.service
-        app = service.app
+        app = self.app
 
         @app.agent(self.topic, name="portfolio", concurrency=1)
         async def portfolio(stream: Any) -> None:
-            settings = service.settings
+            settings = self.settings
             async for events in stream.take_events(
                 settings.batch_max, within=settings.batch_window
             ):
                 await self._take(events)
 
-        interval = service.settings.portfolio_event_interval
+        interval = self.settings.portfolio_event_interval
 
         @app.timer(max(0.05, interval / 4))  # type: ignore[untyped-decorator]
         async def flush_portfolio_event() -> None:
@@ -690,20 +293,20 @@ class Portfolio:
         totals once and each changed contribution once (the changelog record is what
         costs), then emit events. A crash between those writes is repaired on replay
         (`decide`)."""
-        metrics = self.service.metrics
+        metrics = self.metrics
         started = time.perf_counter()
         totals = self.totals()
         pending: dict[str, Contribution] = {}
         latest: Totals | None = None
         last: Any = None
         crossings: list[Totals] = []
-        now = self.service.clock.now()
+        now = self.clock.now()
         for event in events:
             last = event
             try:
                 taken = contributions_from_bytes(event.value)
             except UNDECODABLE as exc:  # a record of a newer version: skip, never loop
-                _quarantine(self.service, event, exc)
+                _quarantine(self.metrics, event, exc)
                 continue
             for index, new in enumerate(taken):
                 old = pending.get(new.asset) or self.contribution(new.asset)
@@ -778,7 +381,7 @@ class Portfolio:
 
     def owner(self) -> bool:
         """Whether this worker actively owns the portfolio partition."""
-        app = self.service.app
+        app = self.app
         try:
             tp = TP(self.totals_table.changelog_topic.get_topic_name(), 0)
             return bool(app.assignor.is_active(tp))
@@ -786,13 +389,13 @@ class Portfolio:
             return False
 
     async def _maybe_emit(self, totals: Totals) -> None:
-        if time.monotonic() - self._last_emit >= self.service.settings.portfolio_event_interval:
+        if time.monotonic() - self._last_emit >= self.settings.portfolio_event_interval:
             await self._emit("portfolio_updated", totals)
         else:
             self._pending = totals
 
     async def _emit(self, event_type: str, totals: Totals) -> None:
-        body = portfolio_event(event_type, totals, self.service.clock.now(), self.max_exposure)
+        body = portfolio_event(event_type, totals, self.clock.now(), self.max_exposure)
         if event_type == "portfolio_updated":
             self._last_emit = time.monotonic()
             self._pending = None
@@ -801,10 +404,10 @@ class Portfolio:
                 log.warning(event_type, total_exposure_usdt=body["total_exposure_usdt"])
         # force: not held back until the next offset commit; ids are deterministic.
         await self.outbox.send(key=TOTALS_KEY, value=orjson.dumps(body), force=True)
-        self.service.metrics.inc("pm_portfolio_events_total", event_type=event_type)
+        self.metrics.inc("pm_portfolio_events_total", event_type=event_type)
 
     async def _write_windows(self) -> None:
-        pool = self.service.db.pool
+        pool = self.db.pool
         if pool is None or not self._writes:
             return
         batch = dict(self._writes)
@@ -814,8 +417,8 @@ class Portfolio:
                     UPSERT_WINDOW,
                     [
                         (
-                            _dt(r["window_start"]),
-                            _dt(r["window_end"]),
+                            time_of(r["window_start"]),
+                            time_of(r["window_end"]),
                             Decimal(r["total_exposure_usdt"]),
                             Decimal(r["net_exposure_usdt"]),
                             Decimal(r["total_unrealized_pnl_usdt"]),
@@ -824,17 +427,17 @@ class Portfolio:
                             r["open_positions_count"],
                             r["long_positions_count"],
                             r["short_positions_count"],
-                            _dt(r["calculated_at"]) or _dt(r["window_end"]),
+                            time_of(r["calculated_at"]) or time_of(r["window_end"]),
                         )
                         for r in batch.values()
                     ],
                 )
         except Exception as exc:
-            self.service.metrics.inc("pm_portfolio_window_write_errors_total")
+            self.metrics.inc("pm_portfolio_window_write_errors_total")
             log.warning("portfolio_window_write_failed", error=repr(exc), windows=len(batch))
             return
         for start, row in batch.items():
             self._persisted[start] = int(row["_version"])
             if self._writes.get(start) is row:
                 del self._writes[start]
-        self.service.metrics.inc("pm_portfolio_windows_persisted_total", len(batch))
+        self.metrics.inc("pm_portfolio_windows_persisted_total", len(batch))

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from pm_streams.context import Service
 from pm_streams.logs import new_trace_id
 from pm_streams.names import POSITIONS_TABLE
+from web.endpoints import Endpoints
 from web.errors import ApiError, json_response
 from web.params import parse_asset, parse_bool, parse_int, parse_leg_mode
 from web.routing import Router
-
-if TYPE_CHECKING:
-    from pm_streams.app import Service
-    from web.endpoints import Endpoints
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000

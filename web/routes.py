@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
+from pm_streams.context import Service
 from pm_streams.domain import (
     MODES,
     UNDECODABLE,
@@ -25,8 +27,7 @@ from pm_streams.domain import (
     iso,
     position_to_dict,
 )
-from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE
-from pm_streams.portfolio import TOTALS_KEY
+from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE, TOTALS_KEY
 from pm_streams.runtime.reads import Reader, stored
 from web import commands
 from web.auth import Gate
@@ -44,11 +45,6 @@ from web.params import (
     parse_time,
 )
 from web.routing import SCOPE, Router, is_internal
-
-if TYPE_CHECKING:
-    from yarl import URL
-
-    from pm_streams.app import Service
 
 HISTORY_MAX_SPAN = timedelta(days=31)
 
@@ -246,7 +242,7 @@ class Handlers:
         # A single position's request is never a fan-out part: no passed-along total.
         totals_owner = router.owner(PORTFOLIO_TOTALS_TABLE, TOTALS_KEY)
         if totals_owner is None:
-            totals_raw = self.live.totals_record()
+            totals_raw: object = self.live.totals_record()
             exposure: Decimal = self.live.totals().exposure
         else:
             totals_raw = _REMOTE

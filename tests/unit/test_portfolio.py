@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pm_streams.portfolio import (
+from pm_streams.domain.portfolio import (
     Contribution,
     Totals,
     contribution,

@@ -1,0 +1,433 @@
+"""The live portfolio of SPEC §5, pure part (no Faust, no I/O).
+
+`contribution(book)` is what one asset adds to the portfolio; `Totals.apply(old, new)`
+replaces an asset's old contribution by its new one, exactly (Decimal, 50 digits);
+`portfolio_view` renders the §5 answer; `decide` says which events a change causes.
+The agent that keeps them live is `pm_streams.portfolio`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from typing import Any
+
+import orjson
+
+from pm_streams.domain.codec import decimal_text, iso
+from pm_streams.domain.engine import AGGREGATE_CONTEXT
+from pm_streams.domain.model import Book
+
+ZERO = Decimal(0)
+SCALE = Decimal("1e-20")
+"""Contributions are quantized to 20 places: a sum of fixed-scale numbers is exact in
+`AGGREGATE_CONTEXT` for every accepted magnitude, so adding and removing contributions
+incrementally gives exactly the from-scratch sum (average entry prices are
+non-terminating, so unquantized products would differ in the last digit)."""
+
+
+def _s(d: Decimal) -> str:
+    """Stored form (records): exact, all 20 places kept."""
+    if d == 0:
+        d = d.copy_abs()
+    return format(d, "f")
+
+
+_out = decimal_text
+"""Output form (API, events): SPEC §4 rev 2."""
+
+
+def time_of(raw: str | None) -> datetime | None:
+    """A stored ISO-8601 time (`Z` suffix) as a datetime."""
+    return None if raw is None else datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- contributions
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one asset (all its legs) adds to the portfolio."""
+
+    asset: str
+    version: int
+    exposure: Decimal
+    net: Decimal
+    unrealized: Decimal
+    realized: Decimal
+    size: Decimal
+    open_count: int
+    long_count: int
+    short_count: int
+    price_fallback: bool
+    trace_id: str
+    at: datetime
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_obj())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Contribution:
+        return cls.from_obj(orjson.loads(raw))
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "version": self.version,
+            "exposure": _s(self.exposure),
+            "net": _s(self.net),
+            "unrealized": _s(self.unrealized),
+            "realized": _s(self.realized),
+            "size": _s(self.size),
+            "open": self.open_count,
+            "long": self.long_count,
+            "short": self.short_count,
+            "fallback": self.price_fallback,
+            "trace_id": self.trace_id,
+            "at": iso(self.at),
+        }
+
+    @classmethod
+    def from_obj(cls, o: Mapping[str, Any]) -> Contribution:
+        at = time_of(o["at"])
+        assert at is not None
+        return cls(
+            asset=o["asset"],
+            version=int(o["version"]),
+            exposure=Decimal(o["exposure"]),
+            net=Decimal(o["net"]),
+            unrealized=Decimal(o["unrealized"]),
+            realized=Decimal(o["realized"]),
+            size=Decimal(o["size"]),
+            open_count=int(o["open"]),
+            long_count=int(o["long"]),
+            short_count=int(o["short"]),
+            price_fallback=bool(o["fallback"]),
+            trace_id=str(o["trace_id"]),
+            at=at,
+        )
+
+    def by_asset(self) -> dict[str, Any]:
+        return {
+            "exposure_usdt": _out(self.exposure),
+            "unrealized_pnl_usdt": _out(self.unrealized),
+            "realized_pnl_usdt": _out(self.realized),
+            "size": _out(self.size),
+            "price_fallback": self.price_fallback,
+        }
+
+
+def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
+    """One portfolio-topic record carrying the contributions of one positions batch."""
+    return orjson.dumps([c.to_obj() for c in contributions])
+
+
+def contributions_from_bytes(raw: bytes) -> list[Contribution]:
+    """The contributions of a portfolio-topic record: a list, or one object (records
+    written before contributions were batched)."""
+    o = orjson.loads(raw)
+    if isinstance(o, list):
+        return [Contribution.from_obj(x) for x in o]
+    return [Contribution.from_obj(o)]
+
+
+def contribution(book: Book) -> Contribution:
+    """The asset's contribution: open legs for exposure/unrealized, all legs for realized.
+
+    The price of a leg is its `current_price`, else its average entry price (flagged).
+    """
+    trace = "-"
+    for effect in book.effects:
+        t = getattr(effect, "trace_id", None)
+        if t:
+            trace = str(t)
+            break
+    with localcontext(AGGREGATE_CONTEXT):
+        exposure = net = unrealized = realized = size = ZERO
+        open_count = long_count = short_count = 0
+        fallback = False
+        for leg in book.legs:
+            realized += leg.realized_pnl
+            if leg.size == 0:
+                continue
+            price = leg.current_price
+            if price is None:
+                price = leg.average_entry_price
+                fallback = True
+            exposure += abs(leg.size) * price
+            net += leg.size * price
+            unrealized += leg.unrealized_pnl
+            size += leg.size
+            open_count += 1
+            if leg.size > 0:
+                long_count += 1
+            else:
+                short_count += 1
+        exposure, net, unrealized, realized = (
+            x.quantize(SCALE).normalize() if x else ZERO
+            for x in (exposure, net, unrealized, realized)
+        )
+    at = max((leg.last_updated for leg in book.legs), default=datetime.now(UTC))
+    return Contribution(
+        asset=book.asset,
+        version=sum(leg.version for leg in book.legs),
+        exposure=exposure,
+        net=net,
+        unrealized=unrealized,
+        realized=realized,
+        size=size,
+        open_count=open_count,
+        long_count=long_count,
+        short_count=short_count,
+        price_fallback=fallback,
+        trace_id=trace,
+        at=at,
+    )
+
+
+# --------------------------------------------------------------------------- totals
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The §5 totals over every contribution taken so far.
+
+    `version` counts applied contributions (the `portfolio_updated` event id);
+    `(last_offset, last_index)` is the portfolio-topic offset of the last one and its
+    place in that record (replay guard).
+    """
+
+    exposure: Decimal = ZERO
+    net: Decimal = ZERO
+    unrealized: Decimal = ZERO
+    realized: Decimal = ZERO
+    open_count: int = 0
+    long_count: int = 0
+    short_count: int = 0
+    version: int = 0
+    last_offset: int = -1
+    last_index: int = 0
+    calculated_at: datetime | None = None
+    limit_exceeded: bool = False
+    trace_id: str = "-"
+
+    def apply(
+        self,
+        old: Contribution | None,
+        new: Contribution,
+        *,
+        offset: int,
+        now: datetime,
+        max_exposure: Decimal | None = None,
+        index: int = 0,
+    ) -> Totals:
+        """Totals with `old` (the asset's previous contribution) replaced by `new`."""
+        with localcontext(AGGREGATE_CONTEXT):
+            o = old
+            t = replace(
+                self,
+                exposure=self.exposure + new.exposure - (o.exposure if o else ZERO),
+                net=self.net + new.net - (o.net if o else ZERO),
+                unrealized=self.unrealized + new.unrealized - (o.unrealized if o else ZERO),
+                realized=self.realized + new.realized - (o.realized if o else ZERO),
+                open_count=self.open_count + new.open_count - (o.open_count if o else 0),
+                long_count=self.long_count + new.long_count - (o.long_count if o else 0),
+                short_count=self.short_count + new.short_count - (o.short_count if o else 0),
+                version=self.version + 1,
+                last_offset=offset,
+                last_index=index,
+                calculated_at=now,
+                trace_id=new.trace_id,
+            )
+        return replace(t, limit_exceeded=exceeds(t.exposure, max_exposure))
+
+    @property
+    def total_pnl(self) -> Decimal:
+        with localcontext(AGGREGATE_CONTEXT):
+            return self.unrealized + self.realized
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "exposure": _s(self.exposure),
+                "net": _s(self.net),
+                "unrealized": _s(self.unrealized),
+                "realized": _s(self.realized),
+                "open": self.open_count,
+                "long": self.long_count,
+                "short": self.short_count,
+                "version": self.version,
+                "last_offset": self.last_offset,
+                "last_index": self.last_index,
+                "calculated_at": iso(self.calculated_at),
+                "limit_exceeded": self.limit_exceeded,
+                "trace_id": self.trace_id,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Totals:
+        if raw is None:
+            return cls()
+        o = orjson.loads(raw)
+        return cls(
+            exposure=Decimal(o["exposure"]),
+            net=Decimal(o["net"]),
+            unrealized=Decimal(o["unrealized"]),
+            realized=Decimal(o["realized"]),
+            open_count=int(o["open"]),
+            long_count=int(o["long"]),
+            short_count=int(o["short"]),
+            version=int(o["version"]),
+            last_offset=int(o["last_offset"]),
+            last_index=int(o.get("last_index", 0)),
+            calculated_at=time_of(o["calculated_at"]),
+            limit_exceeded=bool(o["limit_exceeded"]),
+            trace_id=str(o.get("trace_id", "-")),
+        )
+
+
+def exceeds(exposure: Decimal, limit: Decimal | None) -> bool:
+    return limit is not None and exposure > limit
+
+
+def totals_of(contributions: Iterable[Contribution]) -> Totals:
+    """Totals recomputed from scratch (tests, and the `asset` filter)."""
+    t = Totals()
+    latest: datetime | None = None
+    for c in contributions:
+        t = t.apply(None, c, offset=-1, now=c.at)
+        latest = c.at if latest is None else max(latest, c.at)
+    return replace(t, calculated_at=latest, version=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the portfolio agent does with one contribution message."""
+
+    totals: Totals | None
+    """New totals to write, or None when they already include this message."""
+    write_contribution: bool
+    crossed_limit: bool = False
+    kind: str = "applied"
+    """`applied`, `repaired` (replay after a partial write), `duplicate` or `stale`."""
+
+
+def decide(
+    totals: Totals,
+    old: Contribution | None,
+    new: Contribution,
+    *,
+    offset: int,
+    now: datetime,
+    max_exposure: Decimal | None,
+    index: int = 0,
+) -> Decision:
+    """What to do with contribution `new`, the `index`-th of the record at `offset`."""
+    if (offset, index) <= (totals.last_offset, totals.last_index):
+        # Already counted in the totals; the contribution write may have been lost.
+        behind = old is None or old.version < new.version
+        return Decision(None, behind, kind="repaired" if behind else "duplicate")
+    if old is not None and old.version >= new.version:
+        return Decision(None, False, kind="stale")
+    t = totals.apply(old, new, offset=offset, now=now, max_exposure=max_exposure, index=index)
+    crossed = t.limit_exceeded and not totals.limit_exceeded
+    return Decision(t, True, crossed_limit=crossed)
+
+
+# --------------------------------------------------------------------------- views
+
+
+def portfolio_view(
+    totals: Totals,
+    by_asset: Mapping[str, Contribution],
+    *,
+    max_exposure: Decimal | None,
+    open_only: bool = False,
+) -> dict[str, Any]:
+    """The §5 answer (`GET /api/v1/portfolio`)."""
+    body: dict[str, Any] = {
+        "total_exposure_usdt": _out(totals.exposure),
+        "net_exposure_usdt": _out(totals.net),
+        "portfolio_value_usdt": _out(totals.net),
+        "total_unrealized_pnl_usdt": _out(totals.unrealized),
+        "total_realized_pnl_usdt": _out(totals.realized),
+        "total_pnl_usdt": _out(totals.total_pnl),
+        "open_positions_count": totals.open_count,
+        "long_positions_count": totals.long_count,
+        "short_positions_count": totals.short_count,
+        "by_asset": {
+            a: c.by_asset() for a, c in sorted(by_asset.items()) if not open_only or c.open_count
+        },
+        "calculated_at": iso(totals.calculated_at),
+        "limit_exceeded": exceeds(totals.exposure, max_exposure),
+        "max_exposure_usdt": None if max_exposure is None else _out(max_exposure),
+    }
+    return body
+
+
+def exposure_view(body: Mapping[str, Any], by_open: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "total_exposure_usdt": body["total_exposure_usdt"],
+        "net_exposure_usdt": body["net_exposure_usdt"],
+        "by_asset": {
+            a: {"exposure_usdt": v["exposure_usdt"], "size": v["size"]} for a, v in by_open.items()
+        },
+        "calculated_at": body["calculated_at"],
+        "limit_exceeded": body["limit_exceeded"],
+    }
+
+
+def pnl_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "total_unrealized_pnl_usdt": body["total_unrealized_pnl_usdt"],
+        "total_realized_pnl_usdt": body["total_realized_pnl_usdt"],
+        "total_pnl_usdt": body["total_pnl_usdt"],
+        "by_asset": {
+            a: {
+                "unrealized_pnl_usdt": v["unrealized_pnl_usdt"],
+                "realized_pnl_usdt": v["realized_pnl_usdt"],
+            }
+            for a, v in body["by_asset"].items()
+        },
+        "calculated_at": body["calculated_at"],
+    }
+
+
+def window_row(start: float, end: float, totals: Totals) -> dict[str, Any]:
+    """One history entry (also the `portfolio_metrics` row)."""
+    return {
+        "window_start": iso(datetime.fromtimestamp(start, UTC)),
+        "window_end": iso(datetime.fromtimestamp(end, UTC)),
+        "total_exposure_usdt": _out(totals.exposure),
+        "net_exposure_usdt": _out(totals.net),
+        "total_unrealized_pnl_usdt": _out(totals.unrealized),
+        "total_realized_pnl_usdt": _out(totals.realized),
+        "total_pnl_usdt": _out(totals.total_pnl),
+        "open_positions_count": totals.open_count,
+        "long_positions_count": totals.long_count,
+        "short_positions_count": totals.short_count,
+        "calculated_at": iso(totals.calculated_at),
+    }
+
+
+def window_start(ts: float, size: float) -> float:
+    """Start of the tumbling window holding `ts` (faust's own arithmetic)."""
+    return ts - ts % size
+
+
+def portfolio_event(
+    event_type: str, totals: Totals, now: datetime, max_exposure: Decimal | None
+) -> dict[str, Any]:
+    """`portfolio_updated` / `portfolio_limit_exceeded` (SPEC §8), deterministic id."""
+    body = portfolio_view(totals, {}, max_exposure=max_exposure)
+    body.pop("by_asset")
+    body.update(
+        event_id=f"portfolio:{totals.version}:{event_type}",
+        event_type=event_type,
+        trace_id=totals.trace_id,
+        timestamp=iso(totals.calculated_at or now),
+    )
+    return body
