@@ -14,8 +14,9 @@ from pm_streams.domain.codec import (
     position_to_dict,
     record_floor,
 )
-from pm_streams.domain.engine import AGGREGATE_CONTEXT, DECIMAL_CONTEXT, apply, needs_write
+from pm_streams.domain.engine import apply, needs_write
 from pm_streams.domain.features import features, hedge_view
+from pm_streams.domain.legs import AGGREGATE_CONTEXT, DECIMAL_CONTEXT
 from pm_streams.domain.model import (
     MODES,
     Book,

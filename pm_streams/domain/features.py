@@ -8,7 +8,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from pm_streams.domain.codec import iso, json_value, position_to_dict
-from pm_streams.domain.engine import DECIMAL_CONTEXT
+from pm_streams.domain.legs import DECIMAL_CONTEXT
 from pm_streams.domain.model import ZERO, Position
 
 HEDGE_MODES = ("hedge-long", "hedge-short")

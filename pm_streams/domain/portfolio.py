@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pm_streams.domain.codec import decimal_text, iso
-from pm_streams.domain.engine import AGGREGATE_CONTEXT
+from pm_streams.domain.legs import AGGREGATE_CONTEXT
 from pm_streams.domain.model import Book
 
 ZERO = Decimal(0)
