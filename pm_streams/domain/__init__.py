@@ -16,6 +16,7 @@ from pm_streams.domain.codec import (
 )
 from pm_streams.domain.engine import apply, needs_write
 from pm_streams.domain.features import features, hedge_view
+from pm_streams.domain.fields import RejectedInput, decode_json
 from pm_streams.domain.legs import AGGREGATE_CONTEXT, DECIMAL_CONTEXT
 from pm_streams.domain.model import (
     MODES,
@@ -35,12 +36,7 @@ from pm_streams.domain.model import (
     ScheduleValidation,
     SnapshotTaken,
 )
-from pm_streams.domain.parse import (
-    RejectedInput,
-    decode_json,
-    parse_order_executed,
-    parse_position_update,
-)
+from pm_streams.domain.parse import parse_order_executed, parse_position_update
 
 __all__ = [
     "AGGREGATE_CONTEXT",
