@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from pm_streams import env as v
 from pm_streams.names import KafkaNames, QueueNames
 
 P = "POSITION_MANAGER_"
 T = TypeVar("T")
 
 DEFAULT_TIERS = "model-service:100,risk-manager:200,ui:1000"
-_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 class SettingsError(ValueError):
@@ -251,87 +250,122 @@ class _Reader:
 
     def settings(self) -> Settings:
         d = Settings()
-        g = self.get
-        default_limit = g(P + "RATE_LIMIT_DEFAULT", _positive_int, d.rate_limit_default)
-        clients = self.api_clients(default_limit)
-        app_id = g(P + "APP_ID", _app_id, d.app_id)
-        q = QueueNames()
-        queues = QueueNames(
-            position_updates=g(P + "QUEUE_POSITION", _name, q.position_updates),
-            order_executed=g(P + "QUEUE_ORDER_EXECUTED", _name, q.order_executed),
-            output_prefix=g(P + "OUTPUT_PREFIX", _name, q.output_prefix),
-        )
         settings = Settings(
-            port=g(P + "PORT", _port, d.port),
-            web_bind=g(P + "WEB_BIND", str, d.web_bind),
-            web_host=g(P + "WEB_HOST", str, d.web_host),
-            log_level=g(P + "LOG_LEVEL", _log_level, d.log_level),
-            api_clients=clients,
-            internal_secret=self.env.get(P + "INTERNAL_SECRET", "").strip(),
-            rate_limit_default=default_limit,
-            rate_limit_overrides=g(P + "RATE_LIMIT_OVERRIDES", _overrides, {}),
-            use_ws_avg_price=g(P + "USE_WS_AVG_PRICE", _bool, d.use_ws_avg_price),
-            avg_price_diff_threshold=g(
-                P + "AVG_PRICE_DIFF_THRESHOLD", _non_negative_decimal, d.avg_price_diff_threshold
-            ),
-            size_validation_threshold=g(
-                P + "SIZE_VALIDATION_THRESHOLD",
-                _non_negative_decimal,
-                d.size_validation_threshold,
-            ),
-            size_reconcile_grace=g(
-                P + "SIZE_RECONCILE_GRACE", _non_negative_float, d.size_reconcile_grace
-            ),
-            fill_id_capacity=g(P + "FILL_ID_CAPACITY", _positive_int, d.fill_id_capacity),
-            dedup_horizon=g(P + "DEDUP_HORIZON", _duration, d.dedup_horizon),
-            price_staleness_threshold=g(
-                P + "PRICE_STALENESS_THRESHOLD", _positive_float, d.price_staleness_threshold
-            ),
-            price_api_url=g(P + "PRICE_API_URL", _http_url, d.price_api_url),
-            snapshot_interval=g(P + "SNAPSHOT_INTERVAL", _positive_float, d.snapshot_interval),
-            snapshot_retention_days=g(
-                P + "SNAPSHOT_RETENTION_DAYS", _positive_int, d.snapshot_retention_days
-            ),
-            validation_interval=g(
-                P + "VALIDATION_INTERVAL", _positive_float, d.validation_interval
-            ),
-            metrics_cache_ttl=g(P + "METRICS_CACHE_TTL", _positive_float, d.metrics_cache_ttl),
-            portfolio_window=g(P + "PORTFOLIO_WINDOW", _positive_float, d.portfolio_window),
-            portfolio_event_interval=g(
-                P + "PORTFOLIO_EVENT_INTERVAL", _positive_float, d.portfolio_event_interval
-            ),
-            metrics_write_interval=g(
-                P + "METRICS_WRITE_INTERVAL", _positive_float, d.metrics_write_interval
-            ),
-            max_exposure_usdt=g(P + "MAX_EXPOSURE_USDT", _optional_decimal, None),
-            kafka_broker=g(P + "KAFKA_BROKER", _kafka_url, d.kafka_broker),
-            app_id=app_id,
-            partitions=g(P + "PARTITIONS", _positive_int, d.partitions),
-            data_dir=g(P + "DATA_DIR", _path, d.data_dir).absolute(),
-            store=g(P + "STORE", _store, d.store),
-            session_timeout=g(P + "SESSION_TIMEOUT", _positive_float, d.session_timeout),
-            kafka_wait=g(P + "KAFKA_WAIT", _duration, d.kafka_wait),
-            instance_id=g(P + "INSTANCE_ID", _name, None),
-            batch_max=g(P + "BATCH_MAX", _positive_int, d.batch_max),
-            batch_window=g(P + "BATCH_WINDOW", _positive_float, d.batch_window),
-            producer_linger=g(P + "PRODUCER_LINGER", _non_negative_float, d.producer_linger),
-            outputs=g(P + "OUTPUTS", _outputs, d.outputs),
-            postgres_host=g("POSTGRES_HOST", _hostname, d.postgres_host),
-            postgres_port=g("POSTGRES_PORT", _port, d.postgres_port),
-            postgres_db=g("POSTGRES_DB", _name, d.postgres_db),
-            postgres_user=g("POSTGRES_USER", str, d.postgres_user),
-            postgres_password=g("POSTGRES_PASSWORD", str, d.postgres_password),
-            postgres_schema=g(P + "POSTGRES_SCHEMA", _identifier, d.postgres_schema),
-            postgres_sslmode=g("POSTGRES_SSLMODE", _sslmode, d.postgres_sslmode),
-            rabbitmq_host=g("RABBITMQ_HOST", _hostname, d.rabbitmq_host),
-            rabbitmq_port=g("RABBITMQ_PORT", _port, d.rabbitmq_port),
-            rabbitmq_user=g("RABBITMQ_USER", str, d.rabbitmq_user),
-            rabbitmq_password=g("RABBITMQ_PASSWORD", str, d.rabbitmq_password),
-            rabbitmq_vhost=g("RABBITMQ_VHOST", str, d.rabbitmq_vhost),
-            queues=queues,
+            **self._web(d),
+            **self._engine(d),
+            **self._schedules(d),
+            **self._kafka(d),
+            **self._stores(d),
+            queues=self._queues(),
         )
         refuse_shipped_secrets(settings)
         return settings
+
+    def _queues(self) -> QueueNames:
+        g, q = self.get, QueueNames()
+        return QueueNames(
+            position_updates=g(P + "QUEUE_POSITION", v.name, q.position_updates),
+            order_executed=g(P + "QUEUE_ORDER_EXECUTED", v.name, q.order_executed),
+            output_prefix=g(P + "OUTPUT_PREFIX", v.name, q.output_prefix),
+        )
+
+    def _web(self, d: Settings) -> dict[str, Any]:
+        """The API: port, binding, keys and limits."""
+        g = self.get
+        default_limit = g(P + "RATE_LIMIT_DEFAULT", v.positive_int, d.rate_limit_default)
+        clients = self.api_clients(default_limit)
+        return dict(
+            port=g(P + "PORT", v.port, d.port),
+            web_bind=g(P + "WEB_BIND", str, d.web_bind),
+            web_host=g(P + "WEB_HOST", str, d.web_host),
+            log_level=g(P + "LOG_LEVEL", v.log_level, d.log_level),
+            api_clients=clients,
+            internal_secret=self.env.get(P + "INTERNAL_SECRET", "").strip(),
+            rate_limit_default=default_limit,
+            rate_limit_overrides=g(P + "RATE_LIMIT_OVERRIDES", v.overrides, dict[str, int]()),
+        )
+
+    def _engine(self, d: Settings) -> dict[str, Any]:
+        """The position engine (SPEC §4)."""
+        g = self.get
+        return dict(
+            use_ws_avg_price=g(P + "USE_WS_AVG_PRICE", v.boolean, d.use_ws_avg_price),
+            avg_price_diff_threshold=g(
+                P + "AVG_PRICE_DIFF_THRESHOLD", v.non_negative_decimal, d.avg_price_diff_threshold
+            ),
+            size_validation_threshold=g(
+                P + "SIZE_VALIDATION_THRESHOLD",
+                v.non_negative_decimal,
+                d.size_validation_threshold,
+            ),
+            size_reconcile_grace=g(
+                P + "SIZE_RECONCILE_GRACE", v.non_negative_float, d.size_reconcile_grace
+            ),
+            fill_id_capacity=g(P + "FILL_ID_CAPACITY", v.positive_int, d.fill_id_capacity),
+            dedup_horizon=g(P + "DEDUP_HORIZON", v.duration, d.dedup_horizon),
+        )
+
+    def _schedules(self, d: Settings) -> dict[str, Any]:
+        """Prices, snapshots, validation and the portfolio (SPEC §5, §6)."""
+        g = self.get
+        return dict(
+            price_staleness_threshold=g(
+                P + "PRICE_STALENESS_THRESHOLD", v.positive_float, d.price_staleness_threshold
+            ),
+            price_api_url=g(P + "PRICE_API_URL", v.http_url, d.price_api_url),
+            snapshot_interval=g(P + "SNAPSHOT_INTERVAL", v.positive_float, d.snapshot_interval),
+            snapshot_retention_days=g(
+                P + "SNAPSHOT_RETENTION_DAYS", v.positive_int, d.snapshot_retention_days
+            ),
+            validation_interval=g(
+                P + "VALIDATION_INTERVAL", v.positive_float, d.validation_interval
+            ),
+            metrics_cache_ttl=g(P + "METRICS_CACHE_TTL", v.positive_float, d.metrics_cache_ttl),
+            portfolio_window=g(P + "PORTFOLIO_WINDOW", v.positive_float, d.portfolio_window),
+            portfolio_event_interval=g(
+                P + "PORTFOLIO_EVENT_INTERVAL", v.positive_float, d.portfolio_event_interval
+            ),
+            metrics_write_interval=g(
+                P + "METRICS_WRITE_INTERVAL", v.positive_float, d.metrics_write_interval
+            ),
+            max_exposure_usdt=g(P + "MAX_EXPOSURE_USDT", v.optional_decimal, None),
+        )
+
+    def _kafka(self, d: Settings) -> dict[str, Any]:
+        """Kafka, the Faust app and the worker's batches."""
+        g = self.get
+        return dict(
+            kafka_broker=g(P + "KAFKA_BROKER", v.kafka_url, d.kafka_broker),
+            app_id=g(P + "APP_ID", v.app_id, d.app_id),
+            partitions=g(P + "PARTITIONS", v.positive_int, d.partitions),
+            data_dir=g(P + "DATA_DIR", v.path, d.data_dir).absolute(),
+            store=g(P + "STORE", v.store, d.store),
+            session_timeout=g(P + "SESSION_TIMEOUT", v.positive_float, d.session_timeout),
+            kafka_wait=g(P + "KAFKA_WAIT", v.duration, d.kafka_wait),
+            instance_id=g(P + "INSTANCE_ID", v.name, None),
+            batch_max=g(P + "BATCH_MAX", v.positive_int, d.batch_max),
+            batch_window=g(P + "BATCH_WINDOW", v.positive_float, d.batch_window),
+            producer_linger=g(P + "PRODUCER_LINGER", v.non_negative_float, d.producer_linger),
+            outputs=g(P + "OUTPUTS", v.outputs, d.outputs),
+        )
+
+    def _stores(self, d: Settings) -> dict[str, Any]:
+        """Postgres and RabbitMQ connections."""
+        g = self.get
+        return dict(
+            postgres_host=g("POSTGRES_HOST", v.hostname, d.postgres_host),
+            postgres_port=g("POSTGRES_PORT", v.port, d.postgres_port),
+            postgres_db=g("POSTGRES_DB", v.name, d.postgres_db),
+            postgres_user=g("POSTGRES_USER", str, d.postgres_user),
+            postgres_password=g("POSTGRES_PASSWORD", str, d.postgres_password),
+            postgres_schema=g(P + "POSTGRES_SCHEMA", v.identifier, d.postgres_schema),
+            postgres_sslmode=g("POSTGRES_SSLMODE", v.sslmode, d.postgres_sslmode),
+            rabbitmq_host=g("RABBITMQ_HOST", v.hostname, d.rabbitmq_host),
+            rabbitmq_port=g("RABBITMQ_PORT", v.port, d.rabbitmq_port),
+            rabbitmq_user=g("RABBITMQ_USER", str, d.rabbitmq_user),
+            rabbitmq_password=g("RABBITMQ_PASSWORD", str, d.rabbitmq_password),
+            rabbitmq_vhost=g("RABBITMQ_VHOST", str, d.rabbitmq_vhost),
+        )
 
     def api_clients(self, default_limit: int) -> tuple[ApiClient, ...]:
         clients: list[ApiClient] = []
@@ -346,150 +380,8 @@ class _Reader:
             limit = default_limit
             if len(parts) == 3:
                 try:
-                    limit = _positive_int(parts[2])
+                    limit = v.positive_int(parts[2])
                 except ValueError as exc:
                     raise SettingsError(P + "API_KEYS", f"limit of {parts[0]!r}: {exc}") from None
             clients.append(ApiClient(parts[0], parts[1], limit))
         return tuple(clients)
-
-
-def _path(raw: str) -> Path:
-    return Path(raw).expanduser()
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(raw: str) -> float:
-    """Seconds, or a number with a unit: `604800`, `7d`, `12h`, `30m`, `90s`."""
-    unit = _UNITS.get(raw[-1].lower()) if raw and raw[-1].isalpha() else 1
-    if unit is None:
-        raise ValueError("expected seconds or a number with s, m, h or d")
-    value = float(raw[:-1] if raw[-1].isalpha() else raw) * unit
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("must be a positive duration")
-    return value
-
-
-def _hostname(raw: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._:\-\[\]]+", raw):
-        raise ValueError("not a host name or address")
-    return raw
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError("must be a TCP port (1-65535)")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("must be zero or a positive number of seconds")
-    return value
-
-
-def _non_negative_decimal(raw: str) -> Decimal:
-    value = Decimal(raw)
-    if not value.is_finite() or value < 0:
-        raise ValueError("must be a non-negative decimal")
-    return value
-
-
-def _optional_decimal(raw: str) -> Decimal | None:
-    return _non_negative_decimal(raw)
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _bool(raw: str) -> bool:
-    low = raw.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _log_level(raw: str) -> str:
-    level = raw.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    return level
-
-
-def _app_id(raw: str) -> str:
-    if not _APP_ID.match(raw):
-        raise ValueError("letters, digits, '.', '_' and '-' only")
-    return raw
-
-
-_name = _app_id
-
-
-def _identifier(raw: str) -> str:
-    if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", raw):
-        raise ValueError("must be a lower-case SQL identifier")
-    return raw
-
-
-def _kafka_url(raw: str) -> str:
-    for part in raw.split(";"):
-        if not re.match(r"^(kafka://)?[^:/\s]+:\d+$", part.strip()):
-            raise ValueError("expected kafka://host:port[;kafka://host:port]")
-    return raw
-
-
-def _http_url(raw: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", raw):
-        raise ValueError("expected an http(s) URL")
-    return raw.rstrip("/")
-
-
-def _store(raw: str) -> str:
-    if raw not in {"memory://", "rocksdb://"}:
-        raise ValueError("must be memory:// or rocksdb://")
-    return raw
-
-
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-
-
-def _sslmode(raw: str) -> str:
-    if raw not in SSL_MODES:
-        raise ValueError(f"must be one of {', '.join(SSL_MODES)}")
-    return raw
-
-
-def _outputs(raw: str) -> str:
-    if raw not in {"worker", "separate"}:
-        raise ValueError("must be worker or separate")
-    return raw
-
-
-def _overrides(raw: str) -> dict[str, int]:
-    result: dict[str, int] = {}
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        name, sep, limit = item.partition(":")
-        if not sep or not name:
-            raise ValueError(f"entry {item!r} is not name:limit")
-        result[name] = _positive_int(limit)
-    return result

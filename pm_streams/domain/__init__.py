@@ -7,11 +7,8 @@ from pm_streams.domain.codec import (
     UNDECODABLE,
     book_from_bytes,
     book_to_bytes,
-    decimal_text,
     event_from_bytes,
     event_to_bytes,
-    iso,
-    position_to_dict,
     record_floor,
 )
 from pm_streams.domain.engine import apply, needs_write
@@ -36,6 +33,7 @@ from pm_streams.domain.model import (
     ScheduleValidation,
     SnapshotTaken,
 )
+from pm_streams.domain.output import decimal_text, iso, position_to_dict
 from pm_streams.domain.parse import parse_order_executed, parse_position_update
 
 __all__ = [

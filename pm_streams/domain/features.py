@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from pm_streams.domain.codec import iso, json_value, position_to_dict
 from pm_streams.domain.legs import DECIMAL_CONTEXT
 from pm_streams.domain.model import ZERO, Position
+from pm_streams.domain.output import iso, json_value, position_to_dict
 
 HEDGE_MODES = ("hedge-long", "hedge-short")
 _MINUTE = timedelta(minutes=1)

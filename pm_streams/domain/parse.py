@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from pm_streams.domain.codec import iso
 from pm_streams.domain.fields import (
     ORDER_EVENT_TYPES,
     UNIDENTIFIABLE_FILL,
@@ -34,6 +33,7 @@ from pm_streams.domain.fields import (
     read_trace_id,
 )
 from pm_streams.domain.model import ZERO, ExchangeUpdate, Fill
+from pm_streams.domain.output import iso
 
 _IDX_LEGS = {0: None, 1: "hedge-long", 2: "hedge-short"}
 _SIDE_LEGS = {"long": "hedge-long", "short": "hedge-short"}

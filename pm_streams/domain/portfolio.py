@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from pm_streams.domain.codec import decimal_text, iso
 from pm_streams.domain.legs import AGGREGATE_CONTEXT
 from pm_streams.domain.model import Book
+from pm_streams.domain.output import decimal_text, iso
 
 ZERO = Decimal(0)
 SCALE = Decimal("1e-20")
