@@ -19,7 +19,6 @@ from yarl import URL
 
 from pm_streams.context import Service
 from pm_streams.domain import (
-    MODES,
     UNDECODABLE,
     Book,
     features,
@@ -31,11 +30,9 @@ from pm_streams.names import PORTFOLIO_TOTALS_TABLE, POSITIONS_TABLE, TOTALS_KEY
 from pm_streams.runtime.reads import Reader, stored
 from web import commands
 from web.auth import Gate
-from web.docs import DocsPage
 from web.endpoints import Endpoints
 from web.errors import ApiError, bad_parameter, json_response
-from web.health import KafkaCheck, PostgresCheck, Readiness, health_status
-from web.openapi import document
+from web.ops import Operations
 from web.params import (
     check_mode,
     parse_asset,
@@ -53,14 +50,15 @@ def register(service: Service) -> None:
     web_app: web.Application = service.app.web.web_app  # type: ignore[attr-defined]
     endpoints = Endpoints(web_app, Gate(service.settings, service.metrics), service.metrics)
     handlers = Handlers(service)
+    ops = Operations(service, handlers.router, registered_routes)
     add = endpoints.add
-    add("GET", "/health", handlers.health, public=True)
-    add("GET", "/livez", handlers.livez, public=True)
-    add("GET", "/readyz", handlers.readyz, public=True)
-    add("GET", "/metrics", handlers.metrics, public=True)
-    add("GET", "/api/v1/openapi.json", handlers.openapi, public=True)
-    add("GET", "/api/v1/docs", handlers.docs.page, public=True)
-    add("GET", "/api/v1/docs/{file}", handlers.docs.asset, public=True)
+    add("GET", "/health", ops.health, public=True)
+    add("GET", "/livez", ops.livez, public=True)
+    add("GET", "/readyz", ops.readyz, public=True)
+    add("GET", "/metrics", ops.metrics, public=True)
+    add("GET", "/api/v1/openapi.json", ops.openapi, public=True)
+    add("GET", "/api/v1/docs", ops.docs.page, public=True)
+    add("GET", "/api/v1/docs/{file}", ops.docs.asset, public=True)
     add("GET", "/api/v1/positions", handlers.positions)
     add("GET", "/api/v1/positions/{asset}", handlers.position)
     add("GET", "/api/v1/portfolio", handlers.portfolio)
@@ -72,8 +70,8 @@ def register(service: Service) -> None:
     )  # validate, snapshot(s): web/commands.py
     endpoints.finish()
     web_app.on_cleanup.append(lambda _app: handlers.router.close())
-    web_app.on_cleanup.append(lambda _app: handlers.kafka_ok.close())
-    web_app.on_cleanup.append(lambda _app: handlers.postgres_ok.close())
+    web_app.on_cleanup.append(lambda _app: ops.kafka_ok.close())
+    web_app.on_cleanup.append(lambda _app: ops.postgres_ok.close())
 
 
 class Handlers:
@@ -81,10 +79,6 @@ class Handlers:
         self.service = service
         self.live = service.portfolio
         self.router = Router(service.app, service.settings)
-        self.kafka_ok = KafkaCheck(service.settings)
-        self.postgres_ok = PostgresCheck(service.settings)
-        self.readiness = Readiness(service.app, self.kafka_ok)
-        self.docs = DocsPage()
         self.positions_changelog = service.settings.kafka.positions_changelog
         # (asset, mode) -> (assignment, stored record, stored totals record (or
         # `_REMOTE`), total exposure, valid until (epoch s), JSON): a position's answer
@@ -327,57 +321,6 @@ class Handlers:
                 "to": iso(end),
             }
         )
-
-    # ------------------------------------------------------------------ operations
-
-    async def openapi(self, request: web.Request) -> web.StreamResponse:
-        web_app = request.app
-        return json_response(document(registered_routes(web_app)))
-
-    async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            text=self.service.metrics.render(), content_type="text/plain", charset="utf-8"
-        )
-
-    async def livez(self, request: web.Request) -> web.StreamResponse:
-        return json_response({"status": "alive"})
-
-    async def readyz(self, request: web.Request) -> web.StreamResponse:
-        ready, reason = await self.readiness.check()
-        return json_response(
-            {"status": "ready" if ready else "not_ready", "reason": reason}, 200 if ready else 503
-        )
-
-    async def health(self, request: web.Request) -> web.StreamResponse:
-        service = self.service
-        db = await self.postgres_ok()
-        queue = service.bridge.connected
-        kafka = await self.kafka_ok()
-        status = health_status(kafka=kafka, others=(db, queue))
-        m = service.metrics
-        body = {
-            "status": status,
-            "service": "position-manager",
-            "database_connected": db,
-            "queue_connected": queue,
-            "kafka_connected": kafka,
-            "positions_count": len(service.positions),  # no scan of the table
-            "partitions_ready": self.router.ready(),
-            "partitions_owned": self.router.active_count(self.positions_changelog),
-            "portfolio_owner": self.live.owner(),
-            "validation": (
-                service.validator.summary()
-                if service.validator is not None
-                else {
-                    "validations": m.total("pm_validations_total"),
-                    "discrepancies": m.total("pm_validation_discrepancies_total"),
-                    "fixes": m.total("pm_validation_fixes_total"),
-                }
-            ),
-            "modes": list(MODES),
-            "timestamp": iso(datetime.now(UTC)),
-        }
-        return json_response(body, 503 if status == "unhealthy" else 200)
 
 
 _REMOTE = object()
