@@ -1,21 +1,17 @@
 """The live portfolio of SPEC §5: per-asset contributions, incremental totals, history.
 
-The pure part is `pm_streams.domain.portfolio`. Wiring (`Portfolio`): after each batch
-the positions agent sends the contributions of the assets the batch changed (and of
-replayed ones) to a one-partition topic, as one record (`contributions_to_bytes`; at
-500 events/s over 1,000 assets ~1,200 records instead of one per event, fewer for the
-broker and for the portfolio agent's fetch loop). One portfolio agent, on the worker
-owning that partition, keeps
+The math is `pm_streams.domain.portfolio`. After each batch the positions agent sends
+the contributions of the assets it changed to a one-partition topic, as one record.
+One portfolio agent, on the worker owning that partition, keeps
 
 * `portfolio-contrib`: asset → contribution, idempotent by its `version` (the sum of
   the asset's leg versions, which only grows);
 * `portfolio-totals`: one record with the §5 totals, the input offset of the last
   contribution it took (so a replay after a crash between the two table writes
   repairs the contribution table instead of double counting), and the limit flag;
-* `portfolio-history`: a tumbling windowed table (event time = the contribution
-  message's timestamp, which is the position change's time), one aggregate per
-  window, expiring after `METRICS_CACHE_TTL`. Closed windows are handed to a
-  background writer that upserts `portfolio_metrics`; the agent never awaits Postgres.
+* `portfolio-history`: a tumbling windowed table (event time: the change's time), one
+  aggregate per window, expiring after `METRICS_CACHE_TTL`; closed windows go to a
+  background writer (`portfolio_metrics`): the agent never awaits Postgres.
 
 `portfolio_updated` goes to the outbox topic at most once per
 `PORTFOLIO_EVENT_INTERVAL` while changes occur (leading edge from the agent, trailing
@@ -42,14 +38,15 @@ from pm_streams.domain.portfolio import (
     Totals,
     contributions_from_bytes,
     decide,
+    totals_of,
+    window_start,
+)
+from pm_streams.domain.portfolio_views import (
     exposure_view,
     pnl_view,
     portfolio_event,
     portfolio_view,
-    time_of,
-    totals_of,
     window_row,
-    window_start,
 )
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.metrics import Metrics
@@ -60,10 +57,12 @@ from pm_streams.names import (
     TOTALS_KEY,
 )
 from pm_streams.runtime.reads import Reader
+from pm_streams.runtime.windows import window_key
 from pm_streams.runtime.writes import on_behalf_of
 from pm_streams.settings import Settings
 from pm_streams.topics import raw_topic
 from tables.db import Database
+from tables.portfolio_metrics import upsert_windows
 
 log = get_logger("pm_streams.portfolio")
 
@@ -85,32 +84,6 @@ def _quarantine(metrics: Metrics, event: Any, exc: Exception) -> None:
 
 
 # --------------------------------------------------------------------------- wiring
-
-UPSERT_WINDOW = """
-INSERT INTO portfolio_metrics (window_start, window_end, total_exposure_usdt,
-    net_exposure_usdt, total_unrealized_pnl_usdt, total_realized_pnl_usdt, total_pnl_usdt,
-    open_positions_count, long_positions_count, short_positions_count, calculated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (window_start) DO UPDATE SET window_end = EXCLUDED.window_end,
-    total_exposure_usdt = EXCLUDED.total_exposure_usdt,
-    net_exposure_usdt = EXCLUDED.net_exposure_usdt,
-    total_unrealized_pnl_usdt = EXCLUDED.total_unrealized_pnl_usdt,
-    total_realized_pnl_usdt = EXCLUDED.total_realized_pnl_usdt,
-    total_pnl_usdt = EXCLUDED.total_pnl_usdt,
-    open_positions_count = EXCLUDED.open_positions_count,
-    long_positions_count = EXCLUDED.long_positions_count,
-    short_positions_count = EXCLUDED.short_positions_count,
-    calculated_at = EXCLUDED.calculated_at
-"""
-
-
-def _history_key(raw: Any) -> tuple[str, float, float] | None:
-    """(key, start, end) from a windowed-table store key (tuple, or list after recovery)."""
-    try:
-        key, (start, end) = raw
-        return str(key), float(start), float(end)
-    except (TypeError, ValueError):
-        return None
 
 
 class Portfolio:
@@ -371,7 +344,7 @@ class Portfolio:
         """Window start -> totals, from the windowed table with the pending overlay."""
         out: dict[float, Totals] = {}
         for raw_key, value in list(self.history.table.data.items()):
-            k = _history_key(raw_key)
+            k = window_key(raw_key)
             if k is not None and k[0] == TOTALS_KEY:
                 out[k[1]] = Totals.from_bytes(value)
         pending = self._history_pending
@@ -412,26 +385,7 @@ class Portfolio:
             return
         batch = dict(self._writes)
         try:
-            async with asyncio.timeout(10):
-                await pool.executemany(
-                    UPSERT_WINDOW,
-                    [
-                        (
-                            time_of(r["window_start"]),
-                            time_of(r["window_end"]),
-                            Decimal(r["total_exposure_usdt"]),
-                            Decimal(r["net_exposure_usdt"]),
-                            Decimal(r["total_unrealized_pnl_usdt"]),
-                            Decimal(r["total_realized_pnl_usdt"]),
-                            Decimal(r["total_pnl_usdt"]),
-                            r["open_positions_count"],
-                            r["long_positions_count"],
-                            r["short_positions_count"],
-                            time_of(r["calculated_at"]) or time_of(r["window_end"]),
-                        )
-                        for r in batch.values()
-                    ],
-                )
+            await upsert_windows(pool, batch.values())
         except Exception as exc:
             self.metrics.inc("pm_portfolio_window_write_errors_total")
             log.warning("portfolio_window_write_failed", error=repr(exc), windows=len(batch))

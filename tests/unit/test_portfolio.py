@@ -17,10 +17,9 @@ from pm_streams.domain.portfolio import (
     contributions_from_bytes,
     contributions_to_bytes,
     decide,
-    portfolio_event,
-    portfolio_view,
     totals_of,
 )
+from pm_streams.domain.portfolio_views import portfolio_event, portfolio_view
 from tests.unit.helpers import NOW, D, Runner, fill, price, push
 
 
