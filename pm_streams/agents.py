@@ -19,7 +19,7 @@ from pm_streams.domain import (
 from pm_streams.domain.portfolio import contribution, contributions_to_bytes
 from pm_streams.fill_ids import FillIds
 from pm_streams.logs import bound_trace, get_logger
-from pm_streams.processing import Batch, step
+from pm_streams.processing import Batch, Step, step
 from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.writes import on_behalf_of
@@ -39,108 +39,159 @@ CONTRIBUTIONS_PER_RECORD = 500
 
 
 def register(service: Service) -> None:
-    app = service.app
-    table = service.positions
-    read = Reader(table)
-    cache = service.books
-    gaps = GapReader(service.settings)
-    marks = Watermarks(service.settings.partitions)
-    ids = FillIds(service.fill_ids, service.settings.dedup_horizon, marks.partition_of)
+    """The positions agent: per batch, apply every event, then write and contribute."""
+    positions = Positions(service)
+    settings = service.settings
 
-    # Per input partition, the first offset applied since the last `flush`: the books
-    # written in one cycle go out in asset order, and a crash can keep a prefix of
-    # them, so one asset's newest record can be durable while another's older one of
-    # the same cycle is lost. Every record carries the cycle's floor (everything of
-    # its partition up to it was written in earlier cycles, which are durable once any
-    # later record is), and the watermark after a rebalance is rebuilt from the floors,
-    # not from `last_offset` (which skipped such a lost event: CI, test_sigkill…).
-    cycle_from: dict[int, int] = {}
+    @service.app.agent(service.input_topic, name="positions", concurrency=1)
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window):
+            await positions.take(events)
 
-    def book_floors() -> list[tuple[str, int]]:
+    @service.app.timer(PROBE_INTERVAL)  # type: ignore[untyped-decorator]
+    async def watch_partitions() -> None:
+        await positions.watch_partitions()
+
+
+class Positions:
+    """The positions agent's state and steps; Faust calls `take` with each batch."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.app = service.app
+        self.table = service.positions
+        self.read = Reader(self.table)
+        self.cache = service.books
+        self.gaps = GapReader(service.settings)
+        self.marks = Watermarks(service.settings.partitions)
+        self.ids = FillIds(
+            service.fill_ids, service.settings.dedup_horizon, self.marks.partition_of
+        )
+        self.sentry = Sentry()
+        self.sentry_generation: int | None = None
+        # Per input partition, the first offset applied since the last `flush`: the
+        # books written in one cycle go out in asset order, and a crash can keep a
+        # prefix of them, so one asset's newest record can be durable while another's
+        # older one of the same cycle is lost. Every record carries the cycle's floor
+        # (everything of its partition up to it was written in earlier cycles, which
+        # are durable once any later record is), and the watermark after a rebalance is
+        # rebuilt from the floors, not from `last_offset` (which skipped such a lost
+        # event).
+        self.cycle_from: dict[int, int] = {}
+
+    async def take(self, events: list[Any]) -> None:
+        """Apply a batch in order (reading back any records Faust skipped), then flush."""
+        batch: Batch[Any] = Batch()
+        generation = self.app.consumer_generation_id
+        self.ids.reindex(generation)
+        for event in events:
+            tp = event.message.tp
+            offset: int = event.message.offset
+            applied = self.marks.get(tp.partition, generation, self.book_floors)
+            if offset > applied + 1:
+                await self.fill_gap(event, applied, batch)
+            await self.apply_all(((event.key, event.value, offset),), batch, event)
+            self.marks.advance(tp.partition, offset)
+        self.flush(batch)
+
+    def book_floors(self) -> list[tuple[str, int]]:
         """The records' floors; an unreadable record tells none (a lower watermark only
         re-reads records that the books' own replay guard then skips)."""
         floors = []
-        for asset, raw in list(table.items()):
+        for asset, raw in list(self.table.items()):
             try:
                 floors.append((asset, record_floor(raw)))
             except UNDECODABLE:
                 continue
         return floors
 
-    def stored_book(asset: str) -> Book | None:
+    def stored_book(self, asset: str) -> Book | None:
         """The asset's stored book, None when it has none or it cannot be read."""
         try:
-            return cache.decode(asset, read.get(asset))
+            return self.cache.decode(asset, self.read.get(asset))
         except UNDECODABLE:
             return None
 
-    def write(book: Book, origin: Any) -> None:
+    def write(self, book: Book, origin: Any) -> None:
         """Store `book`; `origin` is an input event of its partition (`on_behalf_of`).
         The record carries no fill ids: they live in the fill-id table."""
         if book.fill_ids:
             book = replace(book, fill_ids=())
-        first = cycle_from.get(origin.message.tp.partition)
+        first = self.cycle_from.get(origin.message.tp.partition)
         raw = book_to_bytes(book, floor=None if first is None else first - 1)
         with on_behalf_of(origin):
-            table[book.asset] = raw
-        cache.remember(book.asset, raw, book)
+            self.table[book.asset] = raw
+        self.cache.remember(book.asset, raw, book)
 
     def apply_one(
-        asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any
+        self, asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any
     ) -> Exception | None:
         """Apply one event into `batch`; the exception of a failed event is returned."""
         if payload == PROBE:
             return None
+        service = self.service
         started = time.perf_counter()
-        cycle_from.setdefault(origin.message.tp.partition, offset)
+        self.cycle_from.setdefault(origin.message.tp.partition, offset)
         now = service.clock.now()
         try:
             # An unreadable stored book (a record of a newer version after a rollback)
             # dead-letters the asset's events instead of crash-looping the agent.
             current = batch.get(asset)
             if current is None:
-                current = cache.decode(asset, read.get(asset))
+                current = self.cache.decode(asset, self.read.get(asset))
                 if current is not None and current.fill_ids:
-                    _seed_legacy_ids(ids, current, now, origin)
+                    _seed_legacy_ids(self.ids, current, now, origin)
             result = step(
-                current, payload, offset, now, service.engine, applied_offset=ids.applied_offset
+                current,
+                payload,
+                offset,
+                now,
+                service.engine,
+                applied_offset=self.ids.applied_offset,
             )
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
             return exc
-        fill, at_ms = result.fill, int(now.timestamp() * 1000)
-        if result.kind == "applied" and result.book is not None:
-            if fill is not None:
-                ids.record(fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin)
-            full = batch.put(result.book, origin)
-            if full is not None:
-                write(*full)
-            _schedule_validations(service, result.book)
-        elif result.kind == "replay":
-            batch.replayed(asset)
-            if fill is not None and ids.restore(
-                fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin
-            ):
-                service.metrics.inc("pm_fill_ids_restored_total")
+        self.keep(asset, result, offset, int(now.timestamp() * 1000), batch, origin)
         _report(service, asset, result.kind, result.notes, result.trace_id)
         service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
         return None
 
+    def keep(
+        self, asset: str, result: Step, offset: int, at_ms: int, batch: Batch[Any], origin: Any
+    ) -> None:
+        """Put an applied change into `batch` (and its fill id in the table); a replayed
+        fill's id is written again if a crash lost it."""
+        fill = result.fill
+        if result.kind == "applied" and result.book is not None:
+            if fill is not None:
+                self.ids.record(fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin)
+            full = batch.put(result.book, origin)
+            if full is not None:
+                self.write(*full)
+            _schedule_validations(self.service, result.book)
+        elif result.kind == "replay":
+            batch.replayed(asset)
+            if fill is not None and self.ids.restore(
+                fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin
+            ):
+                self.service.metrics.inc("pm_fill_ids_restored_total")
+
     async def apply_all(
-        records: Iterable[tuple[str, bytes, int]], batch: Batch[Any], origin: Any
+        self, records: Iterable[tuple[str, bytes, int]], batch: Batch[Any], origin: Any
     ) -> None:
         """Apply records of `origin`'s partition in order; a failed one goes to the DLQ."""
         for asset, payload, offset in records:
-            error = apply_one(asset, payload, offset, batch, origin)
+            error = self.apply_one(asset, payload, offset, batch, origin)
             if error is not None:
-                flush(batch)  # before any await: see `flush`
-                await _dead_letter(service, asset, payload, error)
+                self.flush(batch)  # before any await: see `flush`
+                await _dead_letter(self.service, asset, payload, error)
 
-    async def fill_gap(event: Any, applied: int, batch: Batch[Any]) -> None:
+    async def fill_gap(self, event: Any, applied: int, batch: Batch[Any]) -> None:
         """Apply the records between the watermark and `event` that Faust skipped."""
         tp, offset = event.message.tp, event.message.offset
-        flush(batch)  # before any await: see `flush`
-        missing = await gaps.read(tp.topic, tp.partition, applied + 1, offset)
-        service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
+        self.flush(batch)  # before any await: see `flush`
+        missing = await self.gaps.read(tp.topic, tp.partition, applied + 1, offset)
+        self.service.metrics.inc("pm_offset_gaps_filled_total", len(missing))
         log.warning(
             "offset_gap_filled",
             partition=tp.partition,
@@ -148,9 +199,9 @@ def register(service: Service) -> None:
             end=offset,
             records=len(missing),
         )
-        await apply_all(((r.key, r.value, r.offset) for r in missing), batch, event)
+        await self.apply_all(((r.key, r.value, r.offset) for r in missing), batch, event)
 
-    def flush(batch: Batch[Any]) -> None:
+    def flush(self, batch: Batch[Any]) -> None:
         """Write each changed asset once, then queue the contributions of the batch.
 
         Synchronous on purpose: `take_events` acks a batch's events when the agent
@@ -160,58 +211,39 @@ def register(service: Service) -> None:
         books, touched = batch.drain()
         origins: dict[int, Any] = {}
         for book, origin in books:
-            write(book, origin)
+            self.write(book, origin)
             origins[origin.message.tp.partition] = origin
-        ids.flush()
-        cycle_from.clear()
-        now_ms = int(service.clock.now().timestamp() * 1000)
+        self.ids.flush()
+        self.cycle_from.clear()
+        now_ms = int(self.service.clock.now().timestamp() * 1000)
         for origin in origins.values():
-            expired = ids.sweep(origin, now_ms)
+            expired = self.ids.sweep(origin, now_ms)
             if expired:
-                service.metrics.inc("pm_fill_ids_expired_total", expired)
-        latest = (stored_book(asset) for asset in touched)
-        _contribute(service, [book for book in latest if book is not None])
+                self.service.metrics.inc("pm_fill_ids_expired_total", expired)
+        latest = (self.stored_book(asset) for asset in touched)
+        _contribute(self.service, [book for book in latest if book is not None])
 
-    sentry = Sentry()
-    looked_in: list[int | None] = [None]  # the consumer generation the sentry last saw
-
-    @app.timer(PROBE_INTERVAL)  # type: ignore[untyped-decorator]
-    async def watch_partitions() -> None:
+    async def watch_partitions(self) -> None:
         """Send a probe record to each owned input partition with records the agent has
         not seen and no progress (`gaps.Sentry`), so the gap check reads them back."""
+        app = self.app
         if app.rebalancing or not app.flow_control.is_active():
             return
         generation = app.consumer_generation_id
-        if looked_in[0] != generation:
-            sentry.forget()
-            looked_in[0] = generation
-        name = service.input_topic.get_topic_name()
+        if self.sentry_generation != generation:
+            self.sentry.forget()
+            self.sentry_generation = generation
+        name = self.service.input_topic.get_topic_name()
         try:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic == name]
         except Exception as exc:  # not started, or stopping: nothing is assigned
             log.debug("probe_skipped", error=repr(exc))
             return
         for tp in assigned:
-            applied = marks.get(tp.partition, generation, book_floors)
-            if sentry.due(tp.partition, applied, _highwater(app, tp)):
-                service.metrics.inc("pm_probes_sent_total")
-                await service.input_topic.send(value=PROBE, partition=tp.partition)
-
-    @app.agent(service.input_topic, name="positions", concurrency=1)
-    async def positions(stream: Any) -> None:
-        settings = service.settings
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window):
-            batch: Batch[Any] = Batch()
-            ids.reindex(app.consumer_generation_id)
-            for event in events:
-                tp = event.message.tp
-                offset: int = event.message.offset
-                applied = marks.get(tp.partition, app.consumer_generation_id, book_floors)
-                if offset > applied + 1:
-                    await fill_gap(event, applied, batch)
-                await apply_all(((event.key, event.value, offset),), batch, event)
-                marks.advance(tp.partition, offset)
-            flush(batch)
+            applied = self.marks.get(tp.partition, generation, self.book_floors)
+            if self.sentry.due(tp.partition, applied, _highwater(app, tp)):
+                self.service.metrics.inc("pm_probes_sent_total")
+                await self.service.input_topic.send(value=PROBE, partition=tp.partition)
 
 
 def _highwater(app: Any, tp: Any) -> int | None:
