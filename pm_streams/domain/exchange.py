@@ -28,6 +28,7 @@ from pm_streams.domain.model import (
     Effect,
     EngineConfig,
     ExchangeUpdate,
+    Note,
     Position,
     PriceUpdate,
     Publish,
@@ -74,17 +75,7 @@ def apply_exchange(
     if leg is None:
         return _create_from_exchange(book, ev, now, new_id)
     if _is_stale(leg, ev):
-        return book, (
-            make_note(
-                "stale_event",
-                mode=ev.mode,
-                seq=ev.seq,
-                stored_seq=leg.exchange_seq,
-                updated_ms=ev.updated_ms,
-                stored_updated_ms=leg.exchange_updated_ms,
-                trace_id=ev.trace_id,
-            ),
-        )
+        return book, (_stale_note(leg, ev),)
 
     notes: list[Effect] = []
     avg = leg.average_entry_price
@@ -98,12 +89,7 @@ def apply_exchange(
         avg = adopted
 
     price = leg.current_price if ev.mark_price is None else ev.mark_price
-    if ev.unrealized_pnl is not None:
-        unrealized = ev.unrealized_pnl
-    elif ev.mark_price is not None or avg != leg.average_entry_price:
-        unrealized = unrealized_of(leg.size, avg, price, leg.unrealized_pnl)
-    else:
-        unrealized = leg.unrealized_pnl
+    unrealized = _unrealized_after(leg, ev, avg, price)
     realized = leg.realized_pnl if ev.realized_pnl is None else ev.realized_pnl
     ex_size = leg.exchange_size if ev.size is None else ev.size
     ex_avg = leg.exchange_avg_price if ev.avg_price is None else ev.avg_price
@@ -132,21 +118,50 @@ def apply_exchange(
         version=leg.version + 1,
         last_updated=now,
     )
-    if ev.size is not None and abs(ev.size - leg.size) > cfg.size_validation_threshold:
-        notes.append(
-            make_note(
-                "size_discrepancy",
-                mode=ev.mode,
-                size=leg.size,
-                exchange_size=ev.size,
-                trace_id=ev.trace_id,
-            )
-        )
-        notes.append(
-            ScheduleValidation(book.asset, ev.mode, cfg.size_reconcile_grace, "size_discrepancy")
-        )
+    notes += _size_discrepancy(book, leg, ev, cfg)
     effects = (*notes, Publish(UPDATED, ev.mode, SRC_WS, ev.trace_id))
     return changed(book, new_leg, effects)
+
+
+def _unrealized_after(
+    leg: Position, ev: ExchangeUpdate, avg: Decimal, price: Decimal | None
+) -> Decimal:
+    """The exchange's unrealized PnL, else recomputed when the price or entry changed."""
+    if ev.unrealized_pnl is not None:
+        return ev.unrealized_pnl
+    if ev.mark_price is not None or avg != leg.average_entry_price:
+        return unrealized_of(leg.size, avg, price, leg.unrealized_pnl)
+    return leg.unrealized_pnl
+
+
+def _stale_note(leg: Position, ev: ExchangeUpdate) -> Note:
+    return make_note(
+        "stale_event",
+        mode=ev.mode,
+        seq=ev.seq,
+        stored_seq=leg.exchange_seq,
+        updated_ms=ev.updated_ms,
+        stored_updated_ms=leg.exchange_updated_ms,
+        trace_id=ev.trace_id,
+    )
+
+
+def _size_discrepancy(
+    book: Book, leg: Position, ev: ExchangeUpdate, cfg: EngineConfig
+) -> list[Effect]:
+    """A note and a validation when the exchange's size differs beyond the threshold."""
+    if ev.size is None or abs(ev.size - leg.size) <= cfg.size_validation_threshold:
+        return []
+    return [
+        make_note(
+            "size_discrepancy",
+            mode=ev.mode,
+            size=leg.size,
+            exchange_size=ev.size,
+            trace_id=ev.trace_id,
+        ),
+        ScheduleValidation(book.asset, ev.mode, cfg.size_reconcile_grace, "size_discrepancy"),
+    ]
 
 
 def _create_from_exchange(

@@ -53,29 +53,7 @@ class BatchingStream(faust.Stream[Any]):
         consumed = Event()  # a full buffer was emptied
         consuming: asyncio.Future[None] | None = None  # the body holds the batch
         acks_enabled: bool = self.enable_acks
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] | None = None  # what the batch loop awaits
-
-        def wake() -> None:
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-        stopping: asyncio.Future[None] | None = None  # wakes the waiter on a stop
-
-        async def sleep(until: float | None) -> None:
-            """Until `wake` (first event, full buffer, stop) or the loop time `until`."""
-            nonlocal waiter, stopping
-            if stopping is None or stopping.done():  # once, unless a stop came and went
-                stopping = asyncio.ensure_future(self.wait_until_stopped())
-                stopping.add_done_callback(lambda _: wake())
-            waiter = loop.create_future()
-            timer = None if until is None else loop.call_at(until, wake)
-            try:
-                await waiter
-            finally:
-                waiter = None
-                if timer is not None:
-                    timer.cancel()
+        alarm = _Alarm(self, loop := asyncio.get_running_loop())
 
         async def add_to_buffer(value: Any) -> Any:
             """The processor the passively drained stream runs on each value."""
@@ -91,7 +69,7 @@ class BatchingStream(faust.Stream[Any]):
                     raise RuntimeError("take_events found no current event")
                 events.append(event)
                 if len(events) == 1 or len(events) >= max_:
-                    wake()  # the first event ends an idle wait, a full buffer the window
+                    alarm.wake()  # the first event ends an idle wait, a full buffer the window
                 if len(events) >= max_:
                     consumed.clear()
                     await self.wait(consumed)
@@ -109,9 +87,9 @@ class BatchingStream(faust.Stream[Any]):
         try:
             while not self.should_stop:
                 if not events:
-                    await sleep(None)  # idle: no timer
+                    await alarm.sleep(None)  # idle: no timer
                 if loop.time() < deadline and len(events) < max_ and not self.should_stop:
-                    await sleep(deadline)
+                    await alarm.sleep(deadline)
                 if not events:
                     continue
                 consuming = loop.create_future()
@@ -125,7 +103,40 @@ class BatchingStream(faust.Stream[Any]):
                     consumed.set()
                     deadline = loop.time() + within
         finally:
-            if stopping is not None:
-                stopping.cancel()
+            alarm.close()
             self.enable_acks = acks_enabled
             self._processors.remove(add_to_buffer)
+
+
+class _Alarm:
+    """What the batch loop sleeps on: woken by the first event, a full buffer or the
+    stream stopping, or at a loop time; a plain future, no polling timer."""
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream = stream
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def sleep(self, until: float | None) -> None:
+        """Until `wake` or the loop time `until` (None: no timer)."""
+        if self._stopping is None or self._stopping.done():  # once, unless a stop came and went
+            self._stopping = asyncio.ensure_future(self._stream.wait_until_stopped())
+            self._stopping.add_done_callback(lambda _: self.wake())
+        self._waiter = self._loop.create_future()
+        timer = None if until is None else self._loop.call_at(until, self.wake)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        if self._stopping is not None:
+            self._stopping.cancel()
