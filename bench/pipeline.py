@@ -38,7 +38,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aio_pika
 import asyncpg
 import orjson
 
@@ -101,22 +100,6 @@ def serve_bare_hop(queue: str, topic: str, n: int) -> None:
     print(json.dumps({"rate": rate, "cpu_ms": 1000 * cpu / n}))
 
 
-async def publish_all(queue: str, bodies: list[bytes]) -> None:
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        for start in range(0, len(bodies), 1000):
-            await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(
-                        aio_pika.Message(b, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key=queue,
-                    )
-                    for b in bodies[start : start + 1000]
-                )
-            )
-
-
 async def ledger_rows(schema: str) -> int:
     connection = await asyncpg.connect(Settings().postgres_dsn)
     try:
@@ -164,7 +147,7 @@ async def pipeline(n: int, assets: int, profile_s: int, mix: str) -> dict[str, A
         spy = None
         if profile_s:
             spy = profile(worker.proc.pid, profile_s, ROOT / f"var/bench/pipeline-{mix}.raw")
-        publishing = asyncio.create_task(publish_all(deployment.order_queue, bodies))
+        publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
         while True:
             await asyncio.sleep(0.25)
             worker.assert_running()
