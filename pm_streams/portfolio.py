@@ -29,7 +29,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 
 from pm_streams.clock import Clock
 from pm_streams.domain import UNDECODABLE
@@ -56,6 +55,7 @@ from pm_streams.names import (
     PORTFOLIO_TOTALS_TABLE,
     TOTALS_KEY,
 )
+from pm_streams.runtime import ownership
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.windows import window_key
 from pm_streams.runtime.writes import on_behalf_of
@@ -354,12 +354,8 @@ class Portfolio:
 
     def owner(self) -> bool:
         """Whether this worker actively owns the portfolio partition."""
-        app = self.app
-        try:
-            tp = TP(self.totals_table.changelog_topic.get_topic_name(), 0)
-            return bool(app.assignor.is_active(tp))
-        except (AttributeError, KeyError):
-            return False
+        topic = self.totals_table.changelog_topic.get_topic_name()
+        return ownership.owns_partition(self.app, topic, 0)
 
     async def _maybe_emit(self, totals: Totals) -> None:
         if time.monotonic() - self._last_emit >= self.settings.portfolio_event_interval:

@@ -13,11 +13,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from yarl import URL
-
 from pm_streams.domain import Book, Event, Position, event_to_bytes
 from pm_streams.names import POSITIONS_TABLE
 from pm_streams.processing import BookCache
+from pm_streams.runtime import ownership
 from pm_streams.runtime.reads import stored
 
 
@@ -41,15 +40,7 @@ class LivePositions:
 
     def owns(self, asset: str) -> bool:
         """Whether this worker is the active owner of `asset` right now."""
-        app = self.app
-        if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
-            return False
-        try:
-            dest = URL(app.router.key_store(POSITIONS_TABLE, asset))
-        except Exception:  # no assignment yet, or the producer is stopping (NotReady)
-            return False
-        own = URL(app.conf.canonical_url)
-        return (dest.host, dest.port) == (own.host, own.port)
+        return ownership.owns(self.app, POSITIONS_TABLE, asset)
 
     def owned_open_legs(self) -> Iterator[Position]:
         """Every open leg of every asset this worker actively owns."""

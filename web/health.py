@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaClient
 
+from pm_streams.runtime import ownership
 from pm_streams.settings import Settings
 
 
@@ -113,7 +114,7 @@ class Readiness:
         """(ready, reason) — the reason says what is missing."""
         if not self.assigned:
             return False, "waiting for the first partition assignment"
-        if self.app.rebalancing or self.app.in_recovery:
+        if ownership.reassigning(self.app):
             return False, "rebalancing or recovering tables"
         if not await self.kafka():
             return False, "kafka unreachable"

@@ -28,6 +28,7 @@ from aiohttp import web
 from yarl import URL
 
 from pm_streams.logs import get_logger
+from pm_streams.runtime import ownership
 from pm_streams.settings import Settings
 from web.errors import ApiError
 
@@ -68,27 +69,20 @@ def unavailable(reason: str) -> ApiError:
     return ApiError(503, "unavailable", reason, {"Retry-After": "1"})
 
 
-def _ident(url: URL | str) -> tuple[str | None, int | None]:
-    u = URL(str(url))
-    return u.host, u.port
-
-
 class Router:
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         self.token = internal_token(settings)
         self._session: aiohttp.ClientSession | None = None
-        self._own = _ident(settings.canonical_url)
+        self._own = ownership.ident(settings.canonical_url)
         # (table, key) -> owner URL (None = this worker), valid for one assignment:
         # Faust replaces the assignor's partition -> URL map on every rebalance.
         self._owners: dict[tuple[str, str], URL | None] = {}
         self._owners_of: object = None
-        self._assignor: Any = None
 
     def ready(self) -> bool:
-        app = self.app
-        return not (app.rebalancing or app.in_recovery)
+        return not ownership.reassigning(self.app)
 
     def _check_ready(self) -> None:
         if not self.ready():
@@ -111,10 +105,10 @@ class Router:
         if found is not _UNKNOWN:
             return found
         try:
-            url = URL(self.app.router.key_store(table, key))
+            url = ownership.owner_url(self.app, table, key)
         except (KeyError, TypeError, ValueError):
             raise unavailable("no worker owns this partition yet") from None
-        dest = None if _ident(url) == self._own else url
+        dest = None if ownership.ident(url) == self._own else url
         self._owners[(table, key)] = dest
         return dest
 
@@ -122,12 +116,9 @@ class Router:
         """The current partition assignment, as an object that is replaced on every
         rebalance; 503 while one is in progress. An answer computed under one
         assignment stays routed right while this returns the same object."""
-        app = self.app
-        if app.rebalancing or app.in_recovery:  # `_check_ready`, inlined: every request
+        if ownership.reassigning(self.app):  # `_check_ready`, inlined: every request
             raise unavailable("partitions are being reassigned")
-        if self._assignor is None:
-            self._assignor = app.assignor  # a cached property: one object per app
-        return getattr(self._assignor, "_tps_url", None)
+        return ownership.assignment(self.app)
 
     def owns(self, table: str, key: str) -> bool:
         try:
@@ -138,16 +129,14 @@ class Router:
     def hosts(self, changelog_topic: str) -> list[URL]:
         """Every worker that actively owns a partition of the changelog topic."""
         self._check_ready()
-        tps_url: Mapping[Any, str] = getattr(self.app.assignor, "_tps_url", {})
-        urls = {str(url) for tp, url in tps_url.items() if tp.topic == changelog_topic}
+        urls = ownership.hosts(self.app, changelog_topic)
         if not urls:
             raise unavailable("no worker owns the positions yet")
         return [URL(u) for u in sorted(urls)]
 
     def active_count(self, changelog_topic: str) -> int:
         """How many partitions of the changelog topic this worker actively owns."""
-        actives: set[Any] = getattr(self.app.assignor, "_active_tps", set())
-        return sum(1 for tp in actives if tp.topic == changelog_topic)
+        return ownership.active_count(self.app, changelog_topic)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -226,7 +215,7 @@ class Router:
         own = self._own
         tasks = []
         for host in self.hosts(changelog_topic):
-            if _ident(host) == own:
+            if ownership.ident(host) == own:
                 tasks.append(asyncio.sleep(0, local))
             else:
                 tasks.append(self.fetch_json(host, request, path, params, {SCOPE: "local"}))
