@@ -22,10 +22,10 @@ def duration(raw: str) -> float:
     unit = _UNITS.get(raw[-1].lower()) if raw and raw[-1].isalpha() else 1
     if unit is None:
         raise ValueError("expected seconds or a number with s, m, h or d")
-    value = float(raw[:-1] if raw[-1].isalpha() else raw) * unit
-    if not value > 0 or value != value or value == float("inf"):
+    seconds = float(raw[:-1] if raw[-1].isalpha() else raw) * unit
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError("must be a positive duration")
-    return value
+    return seconds
 
 
 def hostname(raw: str) -> str:
@@ -48,18 +48,18 @@ def port(raw: str) -> int:
     return value
 
 
-def positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
+def positive_seconds(raw: str) -> float:
+    seconds = float(raw)
+    if not seconds > 0:
         raise ValueError("must be a positive number of seconds")
-    return value
+    return seconds
 
 
-def non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
+def non_negative_seconds(raw: str) -> float:
+    seconds = float(raw)
+    if not seconds >= 0:
         raise ValueError("must be zero or a positive number of seconds")
-    return value
+    return seconds
 
 
 def non_negative_decimal(raw: str) -> Decimal:

@@ -299,7 +299,7 @@ class _Reader:
                 d.size_validation_threshold,
             ),
             size_reconcile_grace=g(
-                P + "SIZE_RECONCILE_GRACE", v.non_negative_float, d.size_reconcile_grace
+                P + "SIZE_RECONCILE_GRACE", v.non_negative_seconds, d.size_reconcile_grace
             ),
             fill_id_capacity=g(P + "FILL_ID_CAPACITY", v.positive_int, d.fill_id_capacity),
             dedup_horizon=g(P + "DEDUP_HORIZON", v.duration, d.dedup_horizon),
@@ -310,23 +310,23 @@ class _Reader:
         g = self.get
         return dict(
             price_staleness_threshold=g(
-                P + "PRICE_STALENESS_THRESHOLD", v.positive_float, d.price_staleness_threshold
+                P + "PRICE_STALENESS_THRESHOLD", v.positive_seconds, d.price_staleness_threshold
             ),
             price_api_url=g(P + "PRICE_API_URL", v.http_url, d.price_api_url),
-            snapshot_interval=g(P + "SNAPSHOT_INTERVAL", v.positive_float, d.snapshot_interval),
+            snapshot_interval=g(P + "SNAPSHOT_INTERVAL", v.positive_seconds, d.snapshot_interval),
             snapshot_retention_days=g(
                 P + "SNAPSHOT_RETENTION_DAYS", v.positive_int, d.snapshot_retention_days
             ),
             validation_interval=g(
-                P + "VALIDATION_INTERVAL", v.positive_float, d.validation_interval
+                P + "VALIDATION_INTERVAL", v.positive_seconds, d.validation_interval
             ),
-            metrics_cache_ttl=g(P + "METRICS_CACHE_TTL", v.positive_float, d.metrics_cache_ttl),
-            portfolio_window=g(P + "PORTFOLIO_WINDOW", v.positive_float, d.portfolio_window),
+            metrics_cache_ttl=g(P + "METRICS_CACHE_TTL", v.positive_seconds, d.metrics_cache_ttl),
+            portfolio_window=g(P + "PORTFOLIO_WINDOW", v.positive_seconds, d.portfolio_window),
             portfolio_event_interval=g(
-                P + "PORTFOLIO_EVENT_INTERVAL", v.positive_float, d.portfolio_event_interval
+                P + "PORTFOLIO_EVENT_INTERVAL", v.positive_seconds, d.portfolio_event_interval
             ),
             metrics_write_interval=g(
-                P + "METRICS_WRITE_INTERVAL", v.positive_float, d.metrics_write_interval
+                P + "METRICS_WRITE_INTERVAL", v.positive_seconds, d.metrics_write_interval
             ),
             max_exposure_usdt=g(P + "MAX_EXPOSURE_USDT", v.optional_decimal, None),
         )
@@ -340,12 +340,12 @@ class _Reader:
             partitions=g(P + "PARTITIONS", v.positive_int, d.partitions),
             data_dir=g(P + "DATA_DIR", v.path, d.data_dir).absolute(),
             store=g(P + "STORE", v.store, d.store),
-            session_timeout=g(P + "SESSION_TIMEOUT", v.positive_float, d.session_timeout),
+            session_timeout=g(P + "SESSION_TIMEOUT", v.positive_seconds, d.session_timeout),
             kafka_wait=g(P + "KAFKA_WAIT", v.duration, d.kafka_wait),
             instance_id=g(P + "INSTANCE_ID", v.name, None),
             batch_max=g(P + "BATCH_MAX", v.positive_int, d.batch_max),
-            batch_window=g(P + "BATCH_WINDOW", v.positive_float, d.batch_window),
-            producer_linger=g(P + "PRODUCER_LINGER", v.non_negative_float, d.producer_linger),
+            batch_window=g(P + "BATCH_WINDOW", v.positive_seconds, d.batch_window),
+            producer_linger=g(P + "PRODUCER_LINGER", v.non_negative_seconds, d.producer_linger),
             outputs=g(P + "OUTPUTS", v.outputs, d.outputs),
         )
 
