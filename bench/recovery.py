@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pm_streams.names import KafkaNames
 from pm_streams.runtime.gaps import Watermarks
 from pm_streams.settings import Settings
+from tests.support.kafka import first_record
 from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
@@ -39,18 +40,8 @@ async def seed_record(deployment: Deployment) -> bytes:
     """The changelog record a real worker wrote for one fill of `SEED`."""
     topic = KafkaNames(deployment.app_id).positions_changelog
     tp = TopicPartition(topic, Watermarks(deployment.partitions).partition_of(SEED))
-    consumer = AIOKafkaConsumer(bootstrap_servers=Settings().kafka_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        for _ in range(20):
-            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                if record.key == SEED.encode() and record.value:
-                    return bytes(record.value)
-    finally:
-        await consumer.stop()
-    raise AssertionError("no changelog record of the seed fill")
+    record = await first_record(tp, lambda r: r.key == SEED.encode() and bool(r.value))
+    return bytes(record.value)
 
 
 async def fill_changelog(deployment: Deployment, seed: bytes, records: int, assets: int) -> float:

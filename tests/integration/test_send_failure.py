@@ -7,13 +7,14 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pm_streams.names import KafkaNames
 from pm_streams.runtime.gaps import Watermarks
 from pm_streams.settings import Settings
+from tests.support.kafka import first_record
 from tests.support.rabbit import fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
@@ -47,19 +48,8 @@ async def _committed(group: str, tp: TopicPartition) -> int | None:
 
 async def _offset_of(tp: TopicPartition, marker: bytes) -> int:
     """The offset of the first record of `tp` whose value contains `marker`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=Settings().kafka_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        for _ in range(20):
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for record in batch.get(tp, []):
-                if record.value is not None and marker in record.value:
-                    return int(record.offset)
-    finally:
-        await consumer.stop()
-    raise AssertionError(f"no record with {marker!r} in {tp}")
+    record = await first_record(tp, lambda r: r.value is not None and marker in r.value)
+    return int(record.offset)
 
 
 async def _wait_committed(group: str, tp: TopicPartition) -> int:
