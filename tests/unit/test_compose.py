@@ -57,3 +57,12 @@ def test_host_ports_are_the_ones_scripts_services_uses() -> None:
         assert f"127.0.0.1:{port.group(1)}:{port.group(1)}" in services[name]["ports"], name
     kafka_env = services["kafka"]["environment"]
     assert "EXTERNAL://127.0.0.1:9092" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_the_worker_keeps_its_tables_in_rocksdb_on_a_volume() -> None:
+    """The deployment path restarts in seconds (docs/benchmarks.md, recovery)."""
+    worker = compose()["position-manager"]
+    env = worker["environment"]
+    assert env["POSITION_MANAGER_STORE"] == "${POSITION_MANAGER_STORE:-rocksdb://}"
+    volumes = [v.split(":") for v in worker["volumes"]]
+    assert [env["POSITION_MANAGER_DATA_DIR"]] == [target for _, target in volumes]
