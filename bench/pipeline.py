@@ -1,7 +1,7 @@
 """The whole pipeline as a user runs it, against the bare ingress hop, in one run.
 
     .venv/bin/python bench/pipeline.py [--fills 20000] [--mix hot wide] [--runs 3]
-        [--profile SECONDS]
+        [--profile SECONDS] [--processes N]
 
 Per run and mix, alternating:
   1. the bare hop, in a process of its own: aio-pika consume (prefetch 1,000) of N fills
@@ -18,7 +18,9 @@ Per run and mix, alternating:
 
 Mixes: `hot` 16 assets (a desk's hot book), `wide` 1,000 assets. Fills go BUY, BUY,
 SELL per asset, so no position closes (one event per fill). Prints one line per run and
-the medians; `--profile S` records the worker with py-spy for S seconds of the first
+the medians; `--processes N` (N > 1) runs N - 1 workers and the outputs (sink,
+republisher) in a process of their own, and "worker" is then the sum of those processes;
+`--profile S` records the worker with py-spy for S seconds of the first
 pipeline run of each mix (var/bench/pipeline-<mix>.txt).
 """
 
@@ -113,8 +115,8 @@ async def ledger_rows(schema: str) -> int:
 class Cpu:
     """CPU seconds of every process on the box that takes part, between two points."""
 
-    def __init__(self, worker_pid: int) -> None:
-        self.groups = {"worker": [worker_pid], **service_pids()}
+    def __init__(self, worker_pids: list[int]) -> None:
+        self.groups = {"worker": worker_pids, **service_pids()}
         self.start = self.read()
 
     def read(self) -> dict[str, float]:
@@ -134,23 +136,39 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
-async def pipeline(n: int, assets: int, profile_s: int, mix: str) -> dict[str, Any]:
+def start_processes(deployment: Deployment, processes: int) -> list[WorkerProcess]:
+    """1: one worker as `scripts/run` starts it; more: the outputs (sink, republisher) in
+    a process of their own and `processes - 1` workers."""
+    if processes == 1:
+        return [WorkerProcess(deployment).start()]
+    deployment.extra_env["POSITION_MANAGER_OUTPUTS"] = "separate"
+    workers = [WorkerProcess(deployment).start() for _ in range(processes - 1)]
+    return [*workers, WorkerProcess(deployment, command="outputs").start()]
+
+
+async def pipeline(
+    n: int, assets: int, profile_s: int, mix: str, processes: int = 1
+) -> dict[str, Any]:
     deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
-    worker = WorkerProcess(deployment).start()
+    started_ones = start_processes(deployment, processes)
+    worker = started_ones[0]
     try:
-        await worker.wait_ready()
+        for one in started_ones:
+            if one.command == "worker":
+                await one.wait_ready()
         events_queue = f"{deployment.output_prefix}.position_updated"
         bodies = fills(n, assets, deployment.run_id)
-        assert worker.proc is not None
-        cpu = Cpu(worker.proc.pid)
+        pids = [one.proc.pid for one in started_ones if one.proc is not None]
+        cpu = Cpu(pids)
         started = time.monotonic()
         spy = None
         if profile_s:
-            spy = profile(worker.proc.pid, profile_s, ROOT / f"var/bench/pipeline-{mix}.raw")
+            spy = profile(pids[0], profile_s, ROOT / f"var/bench/pipeline-{mix}.raw")
         publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
         while True:
             await asyncio.sleep(0.25)
-            worker.assert_running()
+            for one in started_ones:
+                one.assert_running()
             events = await message_count(events_queue)
             rows = await ledger_rows(deployment.schema)
             if events >= n and rows >= n:
@@ -169,7 +187,8 @@ async def pipeline(n: int, assets: int, profile_s: int, mix: str) -> dict[str, A
         await check_api(worker, n, assets)
         return {"rate": n / elapsed, "cpu_ms": per_fill}
     finally:
-        worker.ensure_stopped()
+        for one in started_ones:
+            one.ensure_stopped()
         deployment.drop(strict=False)
 
 
@@ -234,6 +253,12 @@ def main() -> None:
     parser.add_argument("--mix", nargs="*", default=list(MIXES), choices=list(MIXES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="1: one worker; N > 1: N - 1 workers and the outputs in their own process",
+    )
     parser.add_argument("--serve-bare-hop", nargs=3, metavar=("QUEUE", "TOPIC", "N"))
     args = parser.parse_args()
     if args.serve_bare_hop:
@@ -245,7 +270,7 @@ def main() -> None:
         for mix in args.mix:
             hop = bare_hop(args.fills, MIXES[mix])
             prof = args.profile if run == 0 else 0
-            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix))
+            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix, args.processes))
             results[mix].append((hop, pipe))
             print(f"run {run + 1} " + line(mix, hop, pipe), flush=True)
     print("medians:")
