@@ -284,16 +284,17 @@ class InboundBridge(Service):
                     self._dead_letter(channel, message, source, dlq_name, exc)
                 )
                 inflight.add(message, fut, "dlq")
-                continue
-            try:
-                sent = await producer.send(
-                    topic, key=event.asset.encode(), value=event_to_bytes(event)
-                )
-            except Exception as exc:
-                raise KafkaUnavailable(f"send failed: {exc!r}") from exc
-            inflight.add(message, sent, "kafka")
-            forwarded += 1
-            if inbox.empty():
+            else:
+                try:
+                    sent = await producer.send(
+                        topic, key=event.asset.encode(), value=event_to_bytes(event)
+                    )
+                except Exception as exc:
+                    raise KafkaUnavailable(f"send failed: {exc!r}") from exc
+                inflight.add(message, sent, "kafka")
+                forwarded += 1
+            # Counted once per burst; whichever kind of message ends it.
+            if forwarded and inbox.empty():
                 self.metrics.inc(
                     "pm_events_in_total", forwarded, source=source.kind, result="forwarded"
                 )

@@ -127,6 +127,32 @@ async def test_malformed_inputs_are_dead_lettered_and_change_nothing(
     assert 'pm_rejects_total{field="body",source="order_executed"} 3' in text, text
 
 
+async def test_forwarded_and_rejected_inputs_are_counted_exactly(
+    deployment: Deployment, workers: list[WorkerProcess]
+) -> None:
+    # Queued before the worker starts, so they reach the bridge as one burst: good
+    # fills with a rejected message last must still be counted as forwarded.
+    good = [fill(f"cnt-{i}", "BUY", "1", "10", asset="CNTUSDT") for i in range(5)]
+    await publish(deployment.order_queue, [*good, b"{not json"])
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+    await worker.wait_healthy()
+    await worker.wait_for(POSITIONS + "CNTUSDT", lambda s, b: s == 200 and b["size"] == "5")
+    await collect(deployment.order_queue + ".dlq", lambda got: len(got) >= 1, timeout=30)
+    expected = {
+        'pm_events_in_total{result="forwarded",source="order_executed"} 5',
+        'pm_events_in_total{result="rejected",source="order_executed"} 1',
+    }
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        _, text = await worker.get("/metrics")
+        lines = {line for line in text.splitlines() if line.startswith("pm_events_in_total")}
+        if expected <= lines or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert expected <= lines, lines
+
+
 async def test_redelivered_and_duplicate_fills_apply_once(
     deployment: Deployment, workers: list[WorkerProcess]
 ) -> None:
