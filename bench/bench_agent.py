@@ -29,7 +29,7 @@ Prints
      Target >= 5,000 events/s.
   2. latency at a fixed rate (default 500 events/s for 10 s) once the worker is idle:
      per event, from just before `producer.send` (wall clock) to the timestamp of the
-     positions-changelog record that carries it (`Book.last_offset` names the input
+     positions-changelog record that carries it (`Stored.offset` names the input
      offset, the changelog partition is the input partition), p50/p90/p99/max over the
      events that changed the table; and to the watermark record (every event,
      no-ops included). The record timestamp is taken when the worker hands the record
@@ -60,8 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.bench_apply import make_events
-from pm_streams.domain import book_from_bytes, event_to_bytes
+from pm_streams.domain import event_to_bytes
 from pm_streams.settings import Settings
+from pm_streams.stored import stored_from_bytes
 from pm_streams.topics import ensure_topics
 from tests.support.worker import Deployment, WorkerProcess, free_port
 
@@ -588,8 +589,8 @@ async def run(args: argparse.Namespace) -> None:
             for part, _off, _key, value, ts in records:
                 if value is None:
                     continue
-                for view in book_from_bytes(value).steps():  # every change of the batch
-                    t_sent = sent.get((part, view.last_offset))
+                for view in stored_from_bytes(value).steps():  # every change of the batch
+                    t_sent = sent.get((part, view.offset))
                     if t_sent is not None:
                         table_ms.append(ts - t_sent * 1000)
         all_ms = [mark_at[k] - t * 1000 for k, t in sent.items() if k in mark_at]

@@ -28,11 +28,10 @@ from pm_streams.domain import (
     Fill,
     PriceUpdate,
     apply,
-    book_from_bytes,
-    book_to_bytes,
     event_from_bytes,
     event_to_bytes,
 )
+from pm_streams.stored import Stored, stored_from_bytes, stored_to_bytes
 
 ASSETS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "BNBUSDT", "LTCUSDT")
 
@@ -136,7 +135,7 @@ def main() -> None:
         old = books.get(ev.asset)
         new, _effects = apply(old, ev, now, cfg, new_id=new_id)
         if new is not old:
-            stored[ev.asset] = book_to_bytes(new)
+            stored[ev.asset] = stored_to_bytes(Stored(new))
             books[ev.asset] = new
 
     def cold(
@@ -144,10 +143,10 @@ def main() -> None:
     ) -> None:
         ev = event_from_bytes(payload)
         raw = stored.get(ev.asset)
-        old = None if raw is None else book_from_bytes(raw)
+        old = None if raw is None else stored_from_bytes(raw).book
         new, _effects = apply(old, ev, now, cfg, new_id=new_id)
         if new is not old:
-            stored[ev.asset] = book_to_bytes(new)
+            stored[ev.asset] = stored_to_bytes(Stored(new))
 
     print(f"{n:,} events on {len(ASSETS)} assets, fill-id capacity {cfg.fill_id_capacity}")
     run("apply only", events, pure, payloads)

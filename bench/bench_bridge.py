@@ -33,10 +33,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bridges.inbound import InboundBridge, kafka_producer, queue_arguments
 from bridges.outbound import Republisher
 from pm_streams.clock import SystemClock
-from pm_streams.domain import EngineConfig, apply, book_to_bytes, parse_order_executed
+from pm_streams.deps import Deps
+from pm_streams.domain import EngineConfig, apply, parse_order_executed
 from pm_streams.metrics import Metrics
 from pm_streams.names import QueueNames
 from pm_streams.settings import Settings
+from pm_streams.stored import Stored, stored_to_bytes
 from tests.support.cleanup import drop
 
 URL = "amqp://guest:guest@127.0.0.1/"
@@ -176,12 +178,14 @@ async def outbound_rate(settings: Settings, n_changes: int) -> tuple[float, int]
             books[event.asset] = book
             events += sum(1 for e in effects if type(e).__name__ == "Publish")
             futures.append(
-                await producer.send(changelog, book_to_bytes(book), key=event.asset.encode())
+                await producer.send(
+                    changelog, stored_to_bytes(Stored(book)), key=event.asset.encode()
+                )
             )
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    republisher = Republisher(settings, Metrics(), SystemClock())
+    republisher = Republisher(Deps(settings, Metrics(), SystemClock()))
     started = time.perf_counter()
     await republisher.start()
     try:

@@ -26,7 +26,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,18 +37,19 @@ import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from pm_streams.clock import SystemClock
+from pm_streams.deps import Deps
 from pm_streams.domain import (
     Book,
     EngineConfig,
     Fill,
     PriceUpdate,
     apply,
-    book_to_bytes,
     features,
     position_to_dict,
 )
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
+from pm_streams.stored import Stored, stored_to_bytes
 from pm_streams.topics import ensure_topics
 from tables.db import Database
 from tables.ledger import INSERT_LEDGER, LEDGER_COLUMNS, ledger_rows
@@ -88,7 +88,6 @@ def changes(n: int, assets: int = 200, seed: int = 3) -> list[Book]:
         new, _ = apply(old, event, T0 + timedelta(seconds=i), CFG, new_id=lambda: str(uuid.uuid4()))
         if new is old or not new.legs:
             continue
-        new = replace(new, last_offset=i)
         books[asset] = new
         out.append(new)
     return out
@@ -121,7 +120,7 @@ class Rig:
         assert self.producer is not None
         topic = self.settings.kafka.positions_changelog
         futs = [
-            await self.producer.send(topic, key=b.asset.encode(), value=book_to_bytes(b))
+            await self.producer.send(topic, key=b.asset.encode(), value=stored_to_bytes(Stored(b)))
             for b in books
         ]
         await asyncio.gather(*futs)
@@ -224,7 +223,9 @@ async def bench_lag(rate: int, seconds: float) -> None:
                 await asyncio.sleep(delay)
             for b in books[i : i + per_tick]:
                 futs.append(
-                    await rig.producer.send(topic, key=b.asset.encode(), value=book_to_bytes(b))
+                    await rig.producer.send(
+                        topic, key=b.asset.encode(), value=stored_to_bytes(Stored(b))
+                    )
                 )
         await asyncio.gather(*futs)
         sent = time.perf_counter() - started
@@ -266,7 +267,7 @@ async def bench_snapshots(assets: int = 20, days: int = 365) -> None:
             total += len(records)
         await pool.execute("VACUUM ANALYZE position_snapshots")
         print(f"snapshots: {total:,} rows loaded in {time.perf_counter() - started:.1f}s")
-        snaps = Snapshots(rig.settings, Metrics(), SystemClock(), rig.db, None, None)  # type: ignore[arg-type]
+        snaps = Snapshots(Deps(rig.settings, Metrics(), SystemClock()), rig.db, None, None)  # type: ignore[arg-type]
         for offset, limit in ((0, 100), (1000, 100), (8000, 100), (0, 1000)):
             times = []
             for i in range(40):

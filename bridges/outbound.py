@@ -17,15 +17,13 @@ import orjson
 from aiokafka import ConsumerRecord
 from pamqp import commands as spec
 
-from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer, decoded
-from pm_streams.domain import book_from_bytes
+from pm_streams.deps import Deps
 from pm_streams.events import position_events
 from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
-from pm_streams.metrics import Metrics
 from pm_streams.names import OUTPUT_EVENT_TYPES
-from pm_streams.settings import Settings
+from pm_streams.stored import stored_from_bytes
 
 log = get_logger("bridges.outbound")
 
@@ -36,23 +34,10 @@ class Republisher(BatchConsumer):
     name = "republisher"
     linger_ms = 20  # one round of publisher confirms per 20 ms at most, not per change
 
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        clock: Clock,
-        exposure: Exposure | None = None,
-        **kwargs: Any,
-    ) -> None:
-        names = settings.kafka
-        super().__init__(
-            settings,
-            metrics,
-            (names.positions_changelog, names.outbox_topic),
-            names.republisher_group,
-            **kwargs,
-        )
-        self.clock = clock
+    def __init__(self, deps: Deps, exposure: Exposure | None = None, **kwargs: Any) -> None:
+        names = deps.settings.kafka
+        topics = (names.positions_changelog, names.outbox_topic)
+        super().__init__(deps, topics, names.republisher_group, **kwargs)
         self.exposure = exposure or Exposure()
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
@@ -83,7 +68,7 @@ class Republisher(BatchConsumer):
         now = self.clock.now()
         return [
             e
-            for view in book_from_bytes(record.value).steps()
+            for view in (s.book for s in stored_from_bytes(record.value).steps())
             for e in position_events(view, now, self.exposure.as_of(view))
         ]
 

@@ -9,13 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from pm_streams.context import Service
-from pm_streams.domain import (
-    UNDECODABLE,
-    Book,
-    ScheduleValidation,
-    book_to_bytes,
-    record_floor,
-)
+from pm_streams.domain import UNDECODABLE, Book, ScheduleValidation
 from pm_streams.domain.portfolio import contribution, contributions_to_bytes
 from pm_streams.fill_ids import FillIds
 from pm_streams.logs import bound_trace, get_logger
@@ -23,6 +17,7 @@ from pm_streams.processing import Batch, Step, step
 from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.writes import on_behalf_of
+from pm_streams.stored import Stored, record_floor, stored_to_bytes
 
 log = get_logger("pm_streams.agents")
 
@@ -75,7 +70,7 @@ class Positions:
         # older one of the same cycle is lost. Every record carries the cycle's floor
         # (everything of its partition up to it was written in earlier cycles, which
         # are durable once any later record is), and the watermark after a rebalance is
-        # rebuilt from the floors, not from `last_offset` (which skipped such a lost
+        # rebuilt from the floors, not from `Stored.offset` (which skipped such a lost
         # event).
         self.cycle_from: dict[int, int] = {}
 
@@ -112,16 +107,17 @@ class Positions:
         except UNDECODABLE:
             return None
 
-    def write(self, book: Book, origin: Any) -> None:
-        """Store `book`; `origin` is an input event of its partition (`on_behalf_of`).
+    def write(self, stored: Stored, origin: Any) -> None:
+        """Store a record; `origin` is an input event of its partition (`on_behalf_of`).
         The record carries no fill ids: they live in the fill-id table."""
-        if book.fill_ids:
-            book = replace(book, fill_ids=())
+        if stored.book.fill_ids:
+            stored = replace(stored, book=replace(stored.book, fill_ids=()))
         first = self.cycle_from.get(origin.message.tp.partition)
-        raw = book_to_bytes(book, floor=None if first is None else first - 1)
+        raw = stored_to_bytes(stored, floor=None if first is None else first - 1)
+        asset = stored.book.asset
         with on_behalf_of(origin):
-            self.table[book.asset] = raw
-        self.cache.remember(book.asset, raw, book)
+            self.table[asset] = raw
+        self.cache.remember(asset, raw, stored)
 
     def apply_one(
         self, asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any
@@ -138,8 +134,8 @@ class Positions:
             # dead-letters the asset's events instead of crash-looping the agent.
             current = batch.get(asset)
             if current is None:
-                current = self.cache.decode(asset, self.read.get(asset))
-                if current is not None and current.fill_ids:
+                current = self.cache.record(asset, self.read.get(asset))
+                if current is not None and current.book.fill_ids:
                     _seed_legacy_ids(self.ids, current, now, origin)
             result = step(
                 current,
@@ -162,13 +158,13 @@ class Positions:
         """Put an applied change into `batch` (and its fill id in the table); a replayed
         fill's id is written again if a crash lost it."""
         fill = result.fill
-        if result.kind == "applied" and result.book is not None:
+        if result.kind == "applied" and result.stored is not None:
             if fill is not None:
                 self.ids.record(fill.asset, fill.mode, fill.fill_id, offset, at_ms, origin)
-            full = batch.put(result.book, origin)
+            full = batch.put(result.stored, origin)
             if full is not None:
                 self.write(*full)
-            _schedule_validations(self.service, result.book)
+            _schedule_validations(self.service, result.stored.book)
         elif result.kind == "replay":
             batch.replayed(asset)
             if fill is not None and self.ids.restore(
@@ -208,10 +204,10 @@ class Positions:
         leaves the batch, also when it is cancelled at an `await` (a stop, a rebalance),
         so every applied event must be in the table (and its contribution queued on the
         same producer buffer, after the table record) before anything is awaited."""
-        books, touched = batch.drain()
+        records, touched = batch.drain()
         origins: dict[int, Any] = {}
-        for book, origin in books:
-            self.write(book, origin)
+        for stored, origin in records:
+            self.write(stored, origin)
             origins[origin.message.tp.partition] = origin
         self.ids.flush()
         self.cycle_from.clear()
@@ -255,14 +251,15 @@ def _highwater(app: Any, tp: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _seed_legacy_ids(ids: FillIds, book: Book, now: Any, origin: Any) -> None:
+def _seed_legacy_ids(ids: FillIds, stored: Stored, now: Any, origin: Any) -> None:
     """A record written before the fill-id table carries its last fill ids itself:
     copy them into the table (as applied at the record's offset) before the next write
     drops them from the record."""
     at_ms = int(now.timestamp() * 1000)
+    book = stored.book
     for leg in book.legs:
         for fill_id in book.fill_ids:
-            ids.restore(book.asset, leg.mode, fill_id, book.last_offset, at_ms, origin)
+            ids.restore(book.asset, leg.mode, fill_id, stored.offset, at_ms, origin)
 
 
 def _contribute(service: Service, books: list[Book]) -> None:
@@ -282,7 +279,7 @@ def _contribute(service: Service, books: list[Book]) -> None:
         )
 
 
-def _schedule_validations(service: Service, book: Any) -> None:
+def _schedule_validations(service: Service, book: Book) -> None:
     """Hand the engine's `ScheduleValidation` (size discrepancy grace) to the validator."""
     for effect in book.effects:
         if isinstance(effect, ScheduleValidation):

@@ -15,6 +15,7 @@ from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.context import Service
+from pm_streams.deps import Deps
 from pm_streams.domain import EngineConfig
 from pm_streams.exposure import ExposureFollower
 from pm_streams.metrics import Metrics
@@ -136,7 +137,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     engine = engine_config(settings)
     positions = _positions_table(app, settings)
     books = BookCache()
-    portfolio = Portfolio(app, settings, metrics, clock, db)
+    deps = Deps(settings, metrics, clock)
+    portfolio = Portfolio(app, deps, db)
     portfolio.register()
     live = LivePositions(app, positions, input_topic, books)
     service = Service(
@@ -151,15 +153,15 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         clock=clock,
         db=db,
         bridge=InboundBridge(settings, metrics),
-        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
-        republisher=Republisher(settings, metrics, clock, follower.exposure),
+        sink=PostgresSink(deps, db, follower.exposure),
+        republisher=Republisher(deps, follower.exposure),
         exposure=follower,
         books=books,
         portfolio=portfolio,
-        metrics_writer=MetricsWriter(settings, metrics, clock, db),
-        snapshots=Snapshots(settings, metrics, clock, db, live, portfolio.outbox),
-        validator=Validator(settings, metrics, clock, db, live, engine),
-        prices=PriceRefresher(settings, metrics, clock, live),
+        metrics_writer=MetricsWriter(deps, db),
+        snapshots=Snapshots(deps, db, live, portfolio.outbox),
+        validator=Validator(deps, db, live, engine),
+        prices=PriceRefresher(deps, live),
         heap=HeapKeeper(metrics),
     )
     # Settle the heap (`runtime.heap`) once the tables are recovered after a rebalance.

@@ -17,10 +17,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mode import Service
 
 from pm_streams.backoff import Backoff
+from pm_streams.deps import Deps
 from pm_streams.domain import UNDECODABLE
 from pm_streams.logs import get_logger
-from pm_streams.metrics import Metrics
-from pm_streams.settings import Settings
 
 log = get_logger("pm_streams.consumer")
 
@@ -76,17 +75,9 @@ class BatchConsumer(Service):
     A batch costs a transaction or a round of confirms whatever its size, so a consumer
     that is not on a latency path trades this much delay for far fewer batches."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        topics: Sequence[str],
-        group: str,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, deps: Deps, topics: Sequence[str], group: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
+        self.settings, self.metrics, self.clock = deps
         self.topics = tuple(topics)
         self.group = group
         self.consumer: AIOKafkaConsumer | None = None

@@ -15,7 +15,8 @@ after every rebalance.
 Crash safety without a transaction between the two writes (the book record and the
 ids record): an entry records the input offset of the event that applied the fill, and
 a fill is a duplicate only when an entry exists **and** that offset is at most the
-book's `last_offset`, i.e. the application it records is in the durable book.
+stored record's offset (`Stored.offset`), i.e. the application it records is in the
+durable book.
 
 * entry kept, book lost: the replayed event finds an entry the book does not cover,
   and is applied (not a duplicate); nothing is lost;

@@ -24,6 +24,7 @@ from mode import Service
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.consumer import BatchConsumer
+from pm_streams.deps import Deps
 from pm_streams.domain import iso
 from pm_streams.exposure import ExposureFollower
 from pm_streams.metrics import Metrics
@@ -113,15 +114,14 @@ class Outputs:
 
 
 def build_outputs(settings: Settings, *, clock: Clock | None = None) -> Outputs:
-    metrics = Metrics.of_service()
-    clock = clock or SystemClock()
+    deps = Deps(settings, Metrics.of_service(), clock or SystemClock())
     db = Database(settings)
     follower = ExposureFollower(settings)
     return Outputs(
         settings=settings,
-        metrics=metrics,
+        metrics=deps.metrics,
         db=db,
-        sink=PostgresSink(settings, metrics, clock, db, follower.exposure),
-        republisher=Republisher(settings, metrics, clock, follower.exposure),
+        sink=PostgresSink(deps, db, follower.exposure),
+        republisher=Republisher(deps, follower.exposure),
         exposure=follower,
     )

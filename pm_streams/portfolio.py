@@ -30,7 +30,7 @@ from typing import Any
 import faust
 import orjson
 
-from pm_streams.clock import Clock
+from pm_streams.deps import Deps
 from pm_streams.domain import UNDECODABLE
 from pm_streams.domain.portfolio import (
     Contribution,
@@ -59,7 +59,6 @@ from pm_streams.runtime import ownership
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.windows import window_key
 from pm_streams.runtime.writes import on_behalf_of
-from pm_streams.settings import Settings
 from pm_streams.topics import raw_topic
 from tables.db import Database
 from tables.portfolio_metrics import upsert_windows
@@ -89,13 +88,10 @@ def _quarantine(metrics: Metrics, event: Any, exc: Exception) -> None:
 class Portfolio:
     """Topic, tables, agent, timers and the in-memory read caches of the portfolio."""
 
-    def __init__(
-        self, app: faust.App, settings: Settings, metrics: Metrics, clock: Clock, db: Database
-    ) -> None:
+    def __init__(self, app: faust.App, deps: Deps, db: Database) -> None:
         self.app = app
-        self.settings = settings
-        self.metrics = metrics
-        self.clock = clock
+        self.settings, self.metrics, self.clock = deps
+        settings = self.settings
         self.db = db
         names = settings.kafka
         self.max_exposure = settings.max_exposure_usdt

@@ -37,11 +37,10 @@ import aiohttp
 import orjson
 from mode import Service
 
-from pm_streams.clock import Clock
+from pm_streams.deps import Deps
 from pm_streams.domain import Position, PriceUpdate
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
 from pm_streams.metrics import Metrics
-from pm_streams.settings import Settings
 
 log = get_logger("pm_streams.prices")
 
@@ -210,9 +209,7 @@ class PriceRefresher(Service):
 
     def __init__(
         self,
-        settings: Settings,
-        metrics: Metrics,
-        clock: Clock,
+        deps: Deps,
         live: Any,
         *,
         policy: RetryPolicy | None = None,
@@ -221,12 +218,10 @@ class PriceRefresher(Service):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
-        self.clock = clock
+        self.settings, self.metrics, self.clock = deps
         self.live = live
         self.policy = policy or RetryPolicy()
-        self.threshold = settings.price_staleness_threshold
+        self.threshold = self.settings.price_staleness_threshold
         self.check_every = check_every or min(30.0, self.threshold / 2)
         self.max_concurrent = max_concurrent
         self.session: aiohttp.ClientSession | None = None

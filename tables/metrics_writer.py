@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from mode import Service
 
-from pm_streams.clock import Clock
+from pm_streams.deps import Deps
 from pm_streams.logs import get_logger
-from pm_streams.metrics import Labels, Metrics
+from pm_streams.metrics import Labels
 from pm_streams.settings import Settings
 from tables.db import Database
 
@@ -46,17 +46,13 @@ def worker_name(settings: Settings) -> str:
 
 
 class MetricsWriter(Service):
-    def __init__(
-        self, settings: Settings, metrics: Metrics, clock: Clock, db: Database, **kwargs: Any
-    ) -> None:
+    def __init__(self, deps: Deps, db: Database, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
-        self.clock = clock
+        self.settings, self.metrics, self.clock = deps
         self.db = db
-        self.interval = settings.metrics_write_interval
-        self.worker = worker_name(settings)
-        self.started_at = clock.now()
+        self.interval = self.settings.metrics_write_interval
+        self.worker = worker_name(self.settings)
+        self.started_at = self.clock.now()
         self._written: dict[tuple[str, Labels], int] = {}
         self._cleaned_at: datetime | None = None
 

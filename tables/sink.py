@@ -22,13 +22,12 @@ from typing import Any
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from pm_streams.clock import Clock
 from pm_streams.consumer import BatchConsumer, decoded
-from pm_streams.domain import Book, Position, book_from_bytes, decimal_text, features
+from pm_streams.deps import Deps
+from pm_streams.domain import Book, Position, decimal_text, features
 from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
-from pm_streams.metrics import Metrics
-from pm_streams.settings import Settings
+from pm_streams.stored import stored_from_bytes
 from tables.db import Database
 from tables.ledger import INSERT_LEDGER, ledger_rows
 
@@ -116,7 +115,9 @@ def coalesce(books: Iterable[Book]) -> list[tuple[Position, Book]]:
 
 
 def _steps(record: ConsumerRecord) -> tuple[Book, ...]:
-    return () if record.value is None else book_from_bytes(record.value).steps()
+    if record.value is None:
+        return ()
+    return tuple(s.book for s in stored_from_bytes(record.value).steps())
 
 
 def _record_steps(record: ConsumerRecord) -> list[tuple[ConsumerRecord, tuple[Book, ...]]]:
@@ -128,19 +129,10 @@ class PostgresSink(BatchConsumer):
     linger_ms = 100  # the sink lag target is 1 s; Grafana reads no faster
 
     def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        clock: Clock,
-        db: Database,
-        exposure: Exposure | None = None,
-        **kwargs: Any,
+        self, deps: Deps, db: Database, exposure: Exposure | None = None, **kwargs: Any
     ) -> None:
-        names = settings.kafka
-        super().__init__(
-            settings, metrics, (names.positions_changelog,), names.sink_group, **kwargs
-        )
-        self.clock = clock
+        names = deps.settings.kafka
+        super().__init__(deps, (names.positions_changelog,), names.sink_group, **kwargs)
         self.db = db
         self.exposure = exposure or Exposure()
 

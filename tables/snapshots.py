@@ -27,11 +27,9 @@ from typing import Any
 import orjson
 from mode import Service
 
-from pm_streams.clock import Clock
+from pm_streams.deps import Deps
 from pm_streams.domain import Position, SnapshotTaken, features, iso, position_to_dict
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
-from pm_streams.metrics import Metrics
-from pm_streams.settings import Settings
 from tables.db import Database
 from tables.live import LivePositions
 
@@ -104,19 +102,10 @@ def snapshot_event(snapshot: dict[str, Any], trace_id: str) -> dict[str, Any]:
 
 class Snapshots(Service):
     def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        clock: Clock,
-        db: Database,
-        live: LivePositions,
-        outbox_topic: Any,
-        **kwargs: Any,
+        self, deps: Deps, db: Database, live: LivePositions, outbox_topic: Any, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
-        self.clock = clock
+        self.settings, self.metrics, self.clock = deps
         self.db = db
         self.live = live
         self.outbox_topic = outbox_topic

@@ -35,7 +35,7 @@ from typing import Any
 
 from mode import Service
 
-from pm_streams.clock import Clock
+from pm_streams.deps import Deps
 from pm_streams.domain import (
     Correction,
     EngineConfig,
@@ -46,8 +46,6 @@ from pm_streams.domain import (
     position_to_dict,
 )
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
-from pm_streams.metrics import Metrics
-from pm_streams.settings import Settings
 from tables.db import Database
 from tables.ledger import SELECT_LEDGER, Replayed, replay
 from tables.live import LivePositions
@@ -139,19 +137,10 @@ def exchange_discrepancies(leg: Position, cfg: EngineConfig) -> list[Discrepancy
 
 class Validator(Service):
     def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        clock: Clock,
-        db: Database,
-        live: LivePositions,
-        engine: EngineConfig,
-        **kwargs: Any,
+        self, deps: Deps, db: Database, live: LivePositions, engine: EngineConfig, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
-        self.clock = clock
+        self.settings, self.metrics, self.clock = deps
         self.db = db
         self.live = live
         self.engine = engine

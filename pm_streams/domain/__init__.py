@@ -3,14 +3,7 @@
 No I/O, no Faust, no logging: everything here is a function of its arguments.
 """
 
-from pm_streams.domain.codec import (
-    UNDECODABLE,
-    book_from_bytes,
-    book_to_bytes,
-    event_from_bytes,
-    event_to_bytes,
-    record_floor,
-)
+from pm_streams.domain.codec import UNDECODABLE, event_from_bytes, event_to_bytes
 from pm_streams.domain.engine import apply, needs_write
 from pm_streams.domain.features import features, hedge_view
 from pm_streams.domain.fields import RejectedInput, decode_json
@@ -18,7 +11,6 @@ from pm_streams.domain.legs import AGGREGATE_CONTEXT, DECIMAL_CONTEXT
 from pm_streams.domain.model import (
     MODES,
     Book,
-    Change,
     Correction,
     Effect,
     EngineConfig,
@@ -42,7 +34,6 @@ __all__ = [
     "MODES",
     "UNDECODABLE",
     "Book",
-    "Change",
     "Correction",
     "Effect",
     "EngineConfig",
@@ -58,8 +49,6 @@ __all__ = [
     "ScheduleValidation",
     "SnapshotTaken",
     "apply",
-    "book_from_bytes",
-    "book_to_bytes",
     "decimal_text",
     "decode_json",
     "event_from_bytes",
@@ -71,5 +60,4 @@ __all__ = [
     "parse_order_executed",
     "parse_position_update",
     "position_to_dict",
-    "record_floor",
 ]

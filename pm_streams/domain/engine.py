@@ -18,8 +18,8 @@ Rules are those of SPEC §4. Decisions the SPEC leaves open, made here:
   The whole fee is charged (realized and total fees), as nothing is opened to carry
   part of it. Validation against the exchange then settles the truth.
 * **Fill ids** are kept per asset (one book), bounded to `fill_id_capacity`, oldest
-  dropped first. Replays of whole input events are caught by `Book.last_offset`
-  (kept by the caller); the ids catch the same fill arriving twice upstream.
+  dropped first. Replays of whole input events are caught by the store's offset
+  guard (`pm_streams.stored`); the ids catch the same fill arriving twice upstream.
 * **Price updates** touch open legs only; a closed leg keeps its last price. A new
   leg inherits the freshest price known for the asset.
 * `update_source` of a price update is `websocket` (exchange market data).
@@ -119,59 +119,10 @@ def needs_write(old: Book | None, new: Book) -> bool:
 # --------------------------------------------------------------------------- fills
 
 
-class _FillIdIndex:
-    """Memo of the fill-id tuples' contents as hash maps, keyed by tuple identity.
-
-    `x in tuple_of_256_ids` costs several microseconds per fill; this keeps the
-    membership test O(1). It is a pure cache: an entry is only used for the very tuple
-    object it was built from (a strong reference is kept, so ids cannot be reused), and
-    when a tuple is extended the map moves to the new tuple. A miss rebuilds the map.
-    """
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = capacity
-        self._maps: dict[int, tuple[tuple[str, ...], dict[str, int]]] = {}
-
-    def _map(self, ids: tuple[str, ...]) -> dict[str, int]:
-        hit = self._maps.get(id(ids))
-        if hit is not None and hit[0] is ids:
-            return hit[1]
-        counts: dict[str, int] = {}
-        for x in ids:
-            counts[x] = counts.get(x, 0) + 1
-        self._remember(ids, counts)
-        return counts
-
-    def _remember(self, ids: tuple[str, ...], counts: dict[str, int]) -> None:
-        if len(self._maps) >= self._capacity:
-            self._maps.pop(next(iter(self._maps)))
-        self._maps[id(ids)] = (ids, counts)
-
-    def contains(self, ids: tuple[str, ...], fill_id: str) -> bool:
-        if len(ids) < 16:
-            return fill_id in ids
-        return fill_id in self._map(ids)
-
-    def append(self, ids: tuple[str, ...], fill_id: str, capacity: int) -> tuple[str, ...]:
-        """`ids + (fill_id,)` keeping the newest `capacity`; moves the memo along."""
-        drop = max(0, len(ids) + 1 - capacity)
-        new = (ids[drop:] if drop else ids) + (fill_id,)
-        hit = self._maps.pop(id(ids), None)
-        if hit is None or hit[0] is not ids:
-            return new
-        counts = hit[1]
-        for x in ids[:drop]:
-            n = counts[x] - 1
-            if n:
-                counts[x] = n
-            else:
-                del counts[x]
-        counts[fill_id] = counts.get(fill_id, 0) + 1
-        self._remember(new, counts)
-        return new
-
-
-_seen_ids = _FillIdIndex()
+def _with_id(ids: tuple[str, ...], fill_id: str, capacity: int) -> tuple[str, ...]:
+    """`ids + (fill_id,)`, keeping the newest `capacity`."""
+    drop = len(ids) + 1 - capacity
+    return (ids[drop:] if drop > 0 else ids) + (fill_id,)
 
 
 def _apply_fill(
@@ -181,7 +132,7 @@ def _apply_fill(
     cfg: EngineConfig,
     new_id: Callable[[], str],
 ) -> Result:
-    if _seen_ids.contains(book.fill_ids, fill.fill_id):
+    if fill.fill_id in book.fill_ids:
         return book, (
             make_note(
                 "duplicate_fill", fill_id=fill.fill_id, mode=fill.mode, trace_id=fill.trace_id
@@ -216,7 +167,7 @@ def _apply_fill(
                 ),
             )
         new_leg, kinds = _trade(leg, qty, fill.price, fill.fee, now)
-    ids = _seen_ids.append(book.fill_ids, fill.fill_id, cfg.fill_id_capacity)
+    ids = _with_id(book.fill_ids, fill.fill_id, cfg.fill_id_capacity)
     ledger = LedgerEntry(fill, new_leg.id)
     if len(kinds) == 1 and not notes:  # the common case, without generic tuple building
         effects: tuple[Effect, ...] = (

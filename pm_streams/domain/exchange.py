@@ -218,7 +218,7 @@ def apply_price(book: Book, ev: PriceUpdate, now: datetime) -> Result:
     if not effects:
         return book, (make_note("noop", price=ev.mark_price, trace_id=ev.trace_id),)
     out = tuple(effects)
-    return Book(book.asset, tuple(legs), book.fill_ids, book.last_offset, out), out
+    return Book(book.asset, tuple(legs), book.fill_ids, out), out
 
 
 # --------------------------------------------------------------------------- validation

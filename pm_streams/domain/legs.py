@@ -142,7 +142,6 @@ def changed(
         asset=book.asset,
         legs=put_leg(book.legs, leg),
         fill_ids=book.fill_ids if fill_ids is None else fill_ids,
-        last_offset=book.last_offset,
         effects=effects,
     )
     return new, effects

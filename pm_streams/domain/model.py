@@ -6,7 +6,7 @@ Timestamps are timezone-aware (UTC) `datetime`s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeAlias
@@ -195,60 +195,26 @@ Effect: TypeAlias = Publish | LedgerEntry | ScheduleValidation | Note
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    """An earlier change folded into the same table record: the asset's legs right
-    after it, its effects, and the input offset that made it."""
-
-    legs: tuple[Position, ...]
-    effects: tuple[Effect, ...]
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
 class Book:
-    """The table value for one asset: its legs, the recent fill ids, replay guard.
+    """One asset's positions: its legs, the ids of its recent fills, and the effects of
+    the change that made this book.
 
     `legs` holds at most one position per mode, sorted by mode. `fill_ids` is bounded
-    (newest last). `effects` are those of the change that wrote this record, so that
-    consumers of the changelog can act on them. The agent writes one record per asset
-    per batch of input events; `changes` then holds the batch's earlier changes, oldest
-    first, so that consumers still see every change (`steps`).
+    (newest last): the engine's own guard against a fill applied twice. Where the book
+    is stored and which input offset it reflects are the store's business
+    (`pm_streams.stored`), not the book's.
     """
 
     asset: str
     legs: tuple[Position, ...]
     fill_ids: tuple[str, ...]
-    last_offset: int = -1
     effects: tuple[Effect, ...] = ()
-    changes: tuple[Change, ...] = ()
 
     def leg(self, mode: str) -> Position | None:
         for p in self.legs:
             if p.mode == mode:
                 return p
         return None
-
-    def steps(self) -> tuple[Book, ...]:
-        """Every change this record carries as a book of its own, oldest first; the
-        last one is this book without `changes`. Views for consumers of the changelog:
-        their `fill_ids` are empty except the last's."""
-        if not self.changes:
-            return (self,)
-        earlier = tuple(Book(self.asset, c.legs, (), c.offset, c.effects) for c in self.changes)
-        return (*earlier, replace(self, changes=()))
-
-    def folded_after(self, earlier: Book) -> Book:
-        """This book carrying `earlier` (and its own folded changes) before it: one record
-        for both. `earlier` must be the unwritten book this one was applied to."""
-        change = Change(earlier.legs, earlier.effects, earlier.last_offset)
-        return Book(
-            self.asset,
-            self.legs,
-            self.fill_ids,
-            self.last_offset,
-            self.effects,
-            (*earlier.changes, change),
-        )
 
 
 @dataclass(frozen=True, slots=True)

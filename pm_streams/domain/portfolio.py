@@ -8,7 +8,7 @@ The agent that keeps them live is `pm_streams.portfolio`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -19,6 +19,7 @@ import orjson
 from pm_streams.domain.legs import AGGREGATE_CONTEXT
 from pm_streams.domain.model import Book
 from pm_streams.domain.output import decimal_text, iso
+from pm_streams.domain.schema import Codec
 
 ZERO = Decimal(0)
 SCALE = Decimal("1e-20")
@@ -66,48 +67,11 @@ class Contribution:
     at: datetime
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_obj())
+        return orjson.dumps(CONTRIBUTION.encode(self))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Contribution:
-        return cls.from_obj(orjson.loads(raw))
-
-    def to_obj(self) -> dict[str, Any]:
-        return {
-            "asset": self.asset,
-            "version": self.version,
-            "exposure": _s(self.exposure),
-            "net": _s(self.net),
-            "unrealized": _s(self.unrealized),
-            "realized": _s(self.realized),
-            "size": _s(self.size),
-            "open": self.open_count,
-            "long": self.long_count,
-            "short": self.short_count,
-            "fallback": self.price_fallback,
-            "trace_id": self.trace_id,
-            "at": iso(self.at),
-        }
-
-    @classmethod
-    def from_obj(cls, o: Mapping[str, Any]) -> Contribution:
-        at = time_of(o["at"])
-        assert at is not None
-        return cls(
-            asset=o["asset"],
-            version=int(o["version"]),
-            exposure=Decimal(o["exposure"]),
-            net=Decimal(o["net"]),
-            unrealized=Decimal(o["unrealized"]),
-            realized=Decimal(o["realized"]),
-            size=Decimal(o["size"]),
-            open_count=int(o["open"]),
-            long_count=int(o["long"]),
-            short_count=int(o["short"]),
-            price_fallback=bool(o["fallback"]),
-            trace_id=str(o["trace_id"]),
-            at=at,
-        )
+        return CONTRIBUTION.decode(orjson.loads(raw))
 
     def by_asset(self) -> dict[str, Any]:
         return {
@@ -119,9 +83,17 @@ class Contribution:
         }
 
 
+COUNTS = {"open_count": "open", "long_count": "long", "short_count": "short"}
+"""The stored names of the counters (records written so far use them)."""
+
+CONTRIBUTION = Codec(
+    Contribution, rename={**COUNTS, "price_fallback": "fallback"}, decimal=_s, time=iso
+)
+
+
 def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
     """One portfolio-topic record carrying the contributions of one positions batch."""
-    return orjson.dumps([c.to_obj() for c in contributions])
+    return orjson.dumps([CONTRIBUTION.encode(c) for c in contributions])
 
 
 def contributions_from_bytes(raw: bytes) -> list[Contribution]:
@@ -129,8 +101,8 @@ def contributions_from_bytes(raw: bytes) -> list[Contribution]:
     written before contributions were batched)."""
     o = orjson.loads(raw)
     if isinstance(o, list):
-        return [Contribution.from_obj(x) for x in o]
-    return [Contribution.from_obj(o)]
+        return [CONTRIBUTION.decode(x) for x in o]
+    return [CONTRIBUTION.decode(o)]
 
 
 def contribution(book: Book) -> Contribution:
@@ -249,44 +221,14 @@ class Totals:
             return self.unrealized + self.realized
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "exposure": _s(self.exposure),
-                "net": _s(self.net),
-                "unrealized": _s(self.unrealized),
-                "realized": _s(self.realized),
-                "open": self.open_count,
-                "long": self.long_count,
-                "short": self.short_count,
-                "version": self.version,
-                "last_offset": self.last_offset,
-                "last_index": self.last_index,
-                "calculated_at": iso(self.calculated_at),
-                "limit_exceeded": self.limit_exceeded,
-                "trace_id": self.trace_id,
-            }
-        )
+        return orjson.dumps(TOTALS.encode(self))
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> Totals:
-        if raw is None:
-            return cls()
-        o = orjson.loads(raw)
-        return cls(
-            exposure=Decimal(o["exposure"]),
-            net=Decimal(o["net"]),
-            unrealized=Decimal(o["unrealized"]),
-            realized=Decimal(o["realized"]),
-            open_count=int(o["open"]),
-            long_count=int(o["long"]),
-            short_count=int(o["short"]),
-            version=int(o["version"]),
-            last_offset=int(o["last_offset"]),
-            last_index=int(o.get("last_index", 0)),
-            calculated_at=time_of(o["calculated_at"]),
-            limit_exceeded=bool(o["limit_exceeded"]),
-            trace_id=str(o.get("trace_id", "-")),
-        )
+        return cls() if raw is None else TOTALS.decode(orjson.loads(raw))
+
+
+TOTALS = Codec(Totals, rename=COUNTS, decimal=_s, time=iso)
 
 
 def exceeds(exposure: Decimal, limit: Decimal | None) -> bool:

@@ -37,11 +37,11 @@ class Watermarks:
 
     It is never written to Kafka (that was one extra record per event). A watermark
     that is too low is harmless: the gap reader re-reads records that the books'
-    own `last_offset` guard then skips. One that is too high would lose events, so
+    own offset guard (`Stored.offset`) then skips. One that is too high would lose events, so
     on every new consumer generation it is rebuilt from the books recovered from the
     changelog: the highest record *floor* among the assets of that partition (-1 when
     it has none, so everything before the first delivered event is checked). Not the
-    highest `last_offset`: a crash can keep one asset's record of a write cycle and
+    highest record offset: a crash can keep one asset's record of a write cycle and
     lose another's older one (see `pm_streams.agents`).
     """
 

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from pm_streams.clock import SystemClock
 from pm_streams.consumer import BatchConsumer
+from pm_streams.deps import Deps
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
 from pm_streams.topics import ensure_topics
@@ -24,7 +26,8 @@ class Flaky(BatchConsumer):
     name = "flaky"
 
     def __init__(self, settings: Settings, topic: str, failures: int, want: int) -> None:
-        super().__init__(settings, Metrics(), (topic,), f"{settings.app_id}-flaky")
+        deps = Deps(settings, Metrics(), SystemClock())
+        super().__init__(deps, (topic,), f"{settings.app_id}-flaky")
         self.failures = failures
         self.handled: list[tuple[int, int]] = []
         self.want = want

@@ -24,6 +24,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from pm_streams.deps import Deps
 from pm_streams.settings import Settings
 from tests.support.rabbit import fill
 from tests.support.worker import API_KEY, ROOT, Deployment, WorkerProcess, publish
@@ -527,7 +528,7 @@ def test_metrics_writer_rows_carry_increments_and_skip_unchanged_counters() -> N
 
     settings = _replace(Settings(), max_exposure_usdt=Decimal("250000.5"), instance_id="w-1")
     metrics = Metrics()
-    writer = MetricsWriter(settings, metrics, SystemClock(), Database(settings))
+    writer = MetricsWriter(Deps(settings, metrics, SystemClock()), Database(settings))
     now = SystemClock().now()
 
     def by_name(rows: list[Any]) -> dict[tuple[str, str], tuple[Any, Any]]:

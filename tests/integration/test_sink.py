@@ -143,8 +143,7 @@ async def test_postgres_restart_mid_stream_catches_up_with_nothing_lost() -> Non
         expected_fills = {
             (e.fill.asset, e.fill.mode, e.fill.fill_id)
             for b in written
-            for view in b.steps()
-            for e in view.effects
+            for e in b.effects
             if isinstance(e, LedgerEntry)
         }
         got = {

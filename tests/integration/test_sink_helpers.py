@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +21,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from pm_streams.clock import SystemClock
+from pm_streams.deps import Deps
 from pm_streams.domain import (
     Book,
     Correction,
@@ -30,10 +31,10 @@ from pm_streams.domain import (
     Fill,
     PriceUpdate,
     apply,
-    book_to_bytes,
 )
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
+from pm_streams.stored import Stored, stored_to_bytes
 from pm_streams.topics import ensure_topics
 from tables.db import Database
 from tables.sink import PostgresSink
@@ -89,14 +90,14 @@ class Rig:
         assert self.producer is not None
         topic = self.settings.kafka.positions_changelog
         futures = [
-            await self.producer.send(topic, key=b.asset.encode(), value=book_to_bytes(b))
+            await self.producer.send(topic, key=b.asset.encode(), value=stored_to_bytes(Stored(b)))
             for b in books
         ]
         await asyncio.gather(*futures)
 
     async def sink(self, group: str | None = None) -> PostgresSink:
         assert self.db is not None
-        sink = PostgresSink(self.settings, self.metrics, SystemClock(), self.db)
+        sink = PostgresSink(Deps(self.settings, self.metrics, SystemClock()), self.db)
         if group is not None:
             sink.group = group
         await sink.start()
@@ -207,7 +208,6 @@ def run_books(events: list[Event]) -> tuple[list[Book], dict[str, Book]]:
         new, _ = apply(old, event, T0 + timedelta(seconds=n), CFG, new_id=lambda: str(uuid.uuid4()))
         if new is old or not new.legs:
             continue
-        new = replace(new, last_offset=n)
         books[event.asset] = new
         written.append(new)
     return written, books

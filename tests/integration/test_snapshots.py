@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from pm_streams.clock import SystemClock
+from pm_streams.deps import Deps
 from tables.snapshots import INSERT_SNAPSHOT, Snapshots
 from tests.integration.test_sink_helpers import random_events, rig, run_books
 from tests.support.rabbit import fill
@@ -58,7 +59,7 @@ async def test_periodic_rounds_value_exposure_from_the_stored_positions() -> Non
     )
     async with rig() as r:
         assert r.db is not None
-        snapshots = Snapshots(r.settings, r.metrics, SystemClock(), r.db, None, None)  # type: ignore[arg-type]
+        snapshots = Snapshots(Deps(r.settings, r.metrics, SystemClock()), r.db, None, None)  # type: ignore[arg-type]
         assert await snapshots.stored_exposure() == 0
         await r.produce(written)
         await r.sink()
@@ -75,7 +76,7 @@ async def test_periodic_rounds_value_exposure_from_the_stored_positions() -> Non
 async def test_retention_deletes_only_what_is_older_than_the_limit() -> None:
     async with rig() as r:
         assert r.db is not None
-        snapshots = Snapshots(r.settings, r.metrics, SystemClock(), r.db, None, None)  # type: ignore[arg-type]
+        snapshots = Snapshots(Deps(r.settings, r.metrics, SystemClock()), r.db, None, None)  # type: ignore[arg-type]
         now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
         ages = {"ancient": 800, "old": 366, "edge": 364, "recent": 10, "new": 0}
         for name, days in ages.items():

@@ -1,4 +1,4 @@
-"""The positions agent's batching (`processing.Batch`, `Book.steps`), without Faust.
+"""The positions agent's batching (`processing.Batch`, `Stored.steps`), without Faust.
 
 The agent applies a batch of input events, then writes each changed asset once; the
 record folds the batch's earlier changes. These tests drive `step` + `Batch` the way
@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_streams.domain import Book, Event, book_from_bytes, book_to_bytes, event_to_bytes
+from pm_streams.domain import Event, event_to_bytes
 from pm_streams.events import position_events
 from pm_streams.processing import Batch, step
+from pm_streams.stored import Stored, stored_from_bytes, stored_to_bytes
 from tables.ledger import ledger_rows
 from tests.unit.helpers import CFG, NOW, fill, id_factory
 from tests.unit.test_properties import events as one_asset_events
@@ -32,34 +33,34 @@ multi_asset_events = st.tuples(
 ).map(lambda t: [replace(ev, asset=a) for ev, a in zip(t[0], t[1], strict=False)])
 
 
-def per_event(evs: list[Event]) -> tuple[dict[str, Book], list[Book]]:
+def per_event(evs: list[Event]) -> tuple[dict[str, Stored], list[Stored]]:
     """The reference: a table write after every applied event."""
-    table: dict[str, Book] = {}
-    written: list[Book] = []
+    table: dict[str, Stored] = {}
+    written: list[Stored] = []
     new_id = id_factory()
     for offset, ev in enumerate(evs):
         now = NOW + timedelta(milliseconds=offset)
         r = step(table.get(ev.asset), event_to_bytes(ev), offset, now, CFG, new_id=new_id)
-        if r.kind == "applied" and r.book is not None:
-            table[ev.asset] = r.book
-            written.append(r.book)
+        if r.kind == "applied" and r.stored is not None:
+            table[ev.asset] = r.stored
+            written.append(r.stored)
     return table, written
 
 
 def batched(
     evs: list[Event], cuts: list[int], max_changes: int = 64
-) -> tuple[dict[str, Book], list[Book]]:
+) -> tuple[dict[str, Stored], list[Stored]]:
     """What the agent does: per batch, apply into a `Batch`, then write its books.
 
     Records go through the codec, as they do through the changelog."""
-    table: dict[str, Book] = {}
-    written: list[Book] = []
+    table: dict[str, Stored] = {}
+    written: list[Stored] = []
     new_id = id_factory()
 
-    def write(book: Book) -> None:
-        stored = book_from_bytes(book_to_bytes(book))
-        assert stored == book
-        table[book.asset] = stored
+    def write(record: Stored) -> None:
+        stored = stored_from_bytes(stored_to_bytes(record))
+        assert stored == record
+        table[record.book.asset] = stored
         written.append(stored)
 
     bounds = sorted({0, len(evs), *(c for c in cuts if 0 < c < len(evs))})
@@ -70,26 +71,26 @@ def batched(
             now = NOW + timedelta(milliseconds=offset)
             current = batch.get(ev.asset) or table.get(ev.asset)
             r = step(current, event_to_bytes(ev), offset, now, CFG, new_id=new_id)
-            if r.kind == "applied" and r.book is not None:
-                full = batch.put(r.book, None)
+            if r.kind == "applied" and r.stored is not None:
+                full = batch.put(r.stored, None)
                 if full is not None:
                     write(full[0])
-        for book, _origin in batch.drain()[0]:
-            write(book)
+        for record, _origin in batch.drain()[0]:
+            write(record)
     return table, written
 
 
-def unfolded(records: list[Book]) -> dict[str, list[Book]]:
+def unfolded(records: list[Stored]) -> dict[str, list[Stored]]:
     """Every change the records carry, per asset, in order."""
-    out: dict[str, list[Book]] = {}
+    out: dict[str, list[Stored]] = {}
     for record in records:
-        out.setdefault(record.asset, []).extend(record.steps())
+        out.setdefault(record.book.asset, []).extend(record.steps())
     return out
 
 
-def same_change(a: Book, b: Book) -> bool:
-    def key(x: Book) -> tuple[Any, ...]:
-        return (x.asset, x.legs, x.effects, x.last_offset)
+def same_change(a: Stored, b: Stored) -> bool:
+    def key(x: Stored) -> tuple[Any, ...]:
+        return (x.book.asset, x.book.legs, x.book.effects, x.offset)
 
     return key(a) == key(b)
 
@@ -104,7 +105,7 @@ def test_batched_writes_carry_every_change(
     ref_table, ref_written = per_event(evs)
     table, written = batched(evs, cuts, max_changes)
     # The stored state is the same, fill ids and replay guard included.
-    assert {a: replace(b, changes=()) for a, b in table.items()} == ref_table
+    assert {a: replace(b, earlier=()) for a, b in table.items()} == ref_table
     # Consumers see every change, in order, exactly once.
     ref = unfolded(ref_written)
     got = unfolded(written)
@@ -121,16 +122,17 @@ def test_consumers_derive_the_same_rows_and_events(evs: list[Event], cuts: list[
     _, ref_written = per_event(evs)
     _, written = batched(evs, cuts)
 
-    def derived(records: list[Book]) -> tuple[list[Any], list[Any]]:
+    def derived(records: list[Stored]) -> tuple[list[Any], list[Any]]:
         rows = sorted(
-            (row for r in records for view in r.steps() for row in ledger_rows(view)), key=repr
+            (row for r in records for view in r.steps() for row in ledger_rows(view.book)),
+            key=repr,
         )
         out = sorted(
             (
                 (kind, body["event_id"], body["size"], body["average_entry_price"])
                 for r in records
                 for view in r.steps()
-                for kind, body in position_events(view, NOW)
+                for kind, body in position_events(view.book, NOW)
             ),
             key=repr,
         )
@@ -142,18 +144,18 @@ def test_consumers_derive_the_same_rows_and_events(evs: list[Event], cuts: list[
 def test_a_replayed_event_changes_nothing_after_a_batched_write() -> None:
     evs: list[Event] = [fill("1", "100", fid=f"f{i}") for i in range(5)]
     table, _ = batched(evs, [])
-    book = table["BTCUSDT"]
-    assert book.last_offset == 4 and len(book.steps()) == 5
+    stored = table["BTCUSDT"]
+    assert stored.offset == 4 and len(stored.steps()) == 5
     for offset, ev in enumerate(evs):  # redelivered after a crash before the commit
-        r = step(book, event_to_bytes(ev), offset, NOW, CFG)
-        assert r.kind == "replay" and r.book is book
+        r = step(stored, event_to_bytes(ev), offset, NOW, CFG)
+        assert r.kind == "replay" and r.stored is stored
 
 
 def test_put_hands_back_a_full_record_and_keeps_order() -> None:
     evs: list[Event] = [fill("1", "100", fid=f"f{i}") for i in range(7)]
     _, written = batched(evs, [], max_changes=3)
     assert [len(r.steps()) for r in written] == [3, 3, 1]
-    assert [v.last_offset for r in written for v in r.steps()] == list(range(7))
+    assert [v.offset for r in written for v in r.steps()] == list(range(7))
 
 
 def test_touched_lists_changed_and_replayed_assets() -> None:
@@ -161,8 +163,8 @@ def test_touched_lists_changed_and_replayed_assets() -> None:
     assert batch.drain() == ([], [])
     batch.replayed("ETHUSDT")
     r = step(None, event_to_bytes(fill("1", "100")), 0, NOW, CFG)
-    assert r.book is not None
-    assert batch.put(r.book, "e2") is None
+    assert r.stored is not None
+    assert batch.put(r.stored, "e2") is None
     books, touched = batch.drain()
     assert touched == ["ETHUSDT", "BTCUSDT"]
     assert [origin for _book, origin in books] == ["e2"]
@@ -175,6 +177,6 @@ def test_batch_rejects_a_zero_bound() -> None:
 
 def test_a_version_1_record_still_decodes() -> None:
     r = step(None, event_to_bytes(fill("1", "100")), 0, NOW, CFG)
-    assert r.book is not None
-    raw = book_to_bytes(r.book).replace(b'"v":2', b'"v":1')
-    assert book_from_bytes(raw) == r.book
+    assert r.stored is not None
+    raw = stored_to_bytes(r.stored).replace(b'"v":2', b'"v":1')
+    assert stored_from_bytes(raw) == r.stored

@@ -21,15 +21,13 @@ from pm_streams.domain import (
     Publish,
     ScheduleValidation,
     SnapshotTaken,
-    book_from_bytes,
-    book_to_bytes,
     decimal_text,
     event_from_bytes,
     event_to_bytes,
     features,
     position_to_dict,
-    record_floor,
 )
+from pm_streams.stored import Stored, record_floor, stored_from_bytes, stored_to_bytes
 from tests.unit.helpers import NOW, D, Runner, fill, price, push
 
 EVENTS: list[Event] = [
@@ -88,14 +86,23 @@ def _busy_book() -> Book:
         ScheduleValidation("BTCUSDT", "hedge-long", 10.0, "size_discrepancy"),
         Publish("position_closed", "hedge-short", "validation", "t"),
     )
-    return Book(r.book.asset, r.book.legs, r.book.fill_ids, 12345, r.book.effects + extra)
+    return Book(r.book.asset, r.book.legs, r.book.fill_ids, r.book.effects + extra)
+
+
+def book_to_bytes(book: Book, offset: int = 12345, floor: int | None = None) -> bytes:
+    return stored_to_bytes(Stored(book, offset), floor)
+
+
+def book_from_bytes(raw: bytes) -> Book:
+    return stored_from_bytes(raw).book
 
 
 def test_book_round_trip_exact() -> None:
     book = _busy_book()
     assert any(isinstance(e, LedgerEntry) for e in book.effects)
-    again = book_from_bytes(book_to_bytes(book))
-    assert again == book
+    stored = stored_from_bytes(book_to_bytes(book))
+    assert stored == Stored(book, 12345)
+    again = stored.book
     for a, b in zip(again.legs, book.legs, strict=True):
         assert str(a.average_entry_price) == str(b.average_entry_price)  # not rounded
     assert len(str(book.leg("hedge-long").average_entry_price).replace(".", "")) > 40  # type: ignore[union-attr]
@@ -104,10 +111,10 @@ def test_book_round_trip_exact() -> None:
 
 def test_a_record_carries_its_write_cycle_floor() -> None:
     book = _busy_book()
-    stamped = book_to_bytes(book, floor=book.last_offset - 7)
-    assert record_floor(stamped) == book.last_offset - 7
-    assert book_from_bytes(stamped) == book  # the floor is the record's, not the book's
-    assert record_floor(book_to_bytes(book)) == book.last_offset  # records written before
+    stamped = book_to_bytes(book, floor=12345 - 7)
+    assert record_floor(stamped) == 12345 - 7
+    assert stored_from_bytes(stamped) == Stored(book, 12345)  # the floor is not kept
+    assert record_floor(book_to_bytes(book)) == 12345  # records written before
 
 
 def test_book_round_trip_empty_and_odd_ids() -> None:
@@ -140,7 +147,7 @@ def test_book_round_trip_keeps_non_utc_instants() -> None:
 
 def test_book_rejects_unknown_version() -> None:
     with pytest.raises(ValueError):
-        book_from_bytes(b'{"v": 99}')
+        stored_from_bytes(b'{"v": 99}')
 
 
 def test_position_to_dict() -> None:

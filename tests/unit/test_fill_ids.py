@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pm_streams.domain import Book, EngineConfig, Fill, event_to_bytes
 from pm_streams.fill_ids import FillIds, decode, encode, record_key
 from pm_streams.processing import Batch, step
+from pm_streams.stored import Stored
 from tests.support.naive import naive
 from tests.unit.helpers import ASSET, NOW, id_factory
 
@@ -80,32 +81,41 @@ class Partition:
         self.new_id = id_factory()
         self.committed_offset = -1
 
+    def record(self) -> Stored | None:
+        stored: Stored | None = self.books.get(ASSET)
+        return stored
+
     def book(self) -> Book | None:
-        book: Book | None = self.books.get(ASSET)
-        return book
+        stored = self.record()
+        return None if stored is None else stored.book
 
     def run(self, fills: list[Fill], start: int, stop: int, now_ms: int = 0) -> None:
         """Apply input offsets [start, stop) as one batch and write its books."""
         batch: Batch[Origin] = Batch(max_changes=4)
         for offset in range(start, stop):
             origin = Origin(offset)
-            current = batch.get(ASSET) or self.book()
+            current = batch.get(ASSET) or self.record()
             f = fills[offset]
             result = step(
                 current, event_to_bytes(f), offset, NOW, ENGINE, new_id=self.new_id,
                 applied_offset=self.ids.applied_offset,
             )  # fmt: skip
-            if result.kind == "applied" and result.book is not None:
+            if result.kind == "applied" and result.stored is not None:
                 if result.fill is not None:
                     self.ids.record(ASSET, f.mode, f.fill_id, offset, now_ms, origin)
-                full = batch.put(result.book, origin)
+                full = batch.put(result.stored, origin)
                 if full is not None:
-                    self.books[ASSET] = replace(full[0], fill_ids=())
+                    self.books[ASSET] = without_ids(full[0])
             elif result.kind == "replay" and result.fill is not None:
                 self.ids.restore(ASSET, f.mode, f.fill_id, offset, now_ms, origin)
-        for book, _ in batch.drain()[0]:
-            self.books[ASSET] = replace(book, fill_ids=())
+        for stored, _ in batch.drain()[0]:
+            self.books[ASSET] = without_ids(stored)
         self.ids.flush()
+
+
+def without_ids(stored: Stored) -> Stored:
+    """As the agent writes a record: its fill ids live in the fill-id table."""
+    return replace(stored, book=replace(stored.book, fill_ids=()))
 
 
 def fills_with_resends(rng: random.Random, unique: int, resends: int) -> list[Fill]:

@@ -32,6 +32,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pm_streams.backoff",
             "pm_streams.topics",
             "pm_streams.events",
+            "pm_streams.stored",
+            "pm_streams.deps",
         ),
     ),
     ("runtime", ("pm_streams.runtime", "pm_streams.consumer", "pm_streams.processing")),

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from pm_streams.deps import Deps
 from pm_streams.domain import Event, Position, PriceUpdate, apply
 from pm_streams.metrics import Metrics
 from pm_streams.prices import (
@@ -69,9 +70,11 @@ def test_production_policy_is_5s_timeout_and_1_2_4_backoff() -> None:
 
 def test_refresher_checks_every_min_30s_half_threshold() -> None:
     live = FakeLive([])
-    slow = PriceRefresher(Settings(), Metrics(), FixedClock(), live)
+    slow = PriceRefresher(Deps(Settings(), Metrics(), FixedClock()), live)
     assert slow.check_every == 30.0 and slow.threshold == 300.0
-    fast = PriceRefresher(Settings(price_staleness_threshold=10), Metrics(), FixedClock(), live)
+    fast = PriceRefresher(
+        Deps(Settings(price_staleness_threshold=10), Metrics(), FixedClock()), live
+    )
     assert fast.check_every == 5.0
     assert slow.policy == RetryPolicy()
 
@@ -242,7 +245,7 @@ async def refresher(
     exchange: FakeExchange, live: FakeLive, clock: FixedClock, threshold: float = 60.0
 ) -> PriceRefresher:
     settings = Settings(price_api_url=exchange.url, price_staleness_threshold=threshold)
-    svc = PriceRefresher(settings, Metrics(), clock, live, policy=FAST, check_every=0.05)
+    svc = PriceRefresher(Deps(settings, Metrics(), clock), live, policy=FAST, check_every=0.05)
     await svc.start()
     return svc
 

@@ -17,11 +17,10 @@ from pm_streams.domain import (
     Fill,
     Position,
     apply,
-    book_from_bytes,
-    book_to_bytes,
     event_from_bytes,
     event_to_bytes,
 )
+from pm_streams.stored import Stored, stored_from_bytes, stored_to_bytes
 from tests.support.naive import naive
 from tests.unit.helpers import ASSET, CFG, NOW, id_factory, price, push
 
@@ -226,7 +225,7 @@ def test_codec_round_trip_of_random_books(evs: list[Event]) -> None:
     for i, ev in enumerate(evs):
         assert event_from_bytes(event_to_bytes(ev)) == ev
         book, _ = apply(book, ev, NOW + timedelta(milliseconds=i), CFG, new_id=new_id)
-        assert book_from_bytes(book_to_bytes(book)) == book
+        assert stored_from_bytes(stored_to_bytes(Stored(book, i))) == Stored(book, i)
 
 
 @given(events)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from pm_streams.clock import SystemClock
+from pm_streams.deps import Deps
 from pm_streams.domain import Position
 from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
@@ -64,7 +65,7 @@ class Recorded(Snapshots):
             Settings.from_env({"POSITION_MANAGER_APP_ID": "pmtest-rounds"}),
             snapshot_interval=interval,
         )
-        super().__init__(settings, Metrics(), SystemClock(), None, live, None)  # type: ignore[arg-type]
+        super().__init__(Deps(settings, Metrics(), SystemClock()), None, live, None)  # type: ignore[arg-type]
         self.taken: list[tuple[float, str, Decimal]] = []  # (monotonic s, asset, exposure)
         self.exposure_reads = 0
         self.fail = fail  # assets whose snapshot raises
