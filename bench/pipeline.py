@@ -1,33 +1,38 @@
 """The whole pipeline as a user runs it, against the bare ingress hop, in one run.
 
     .venv/bin/python bench/pipeline.py [--fills 20000] [--mix hot wide] [--runs 3]
-        [--profile SECONDS] [--processes N]
+        [--profile SECONDS] [--processes N] [--latency RATE SECONDS]
 
 Per run and mix, alternating:
   1. the bare hop, in a process of its own: aio-pika consume (prefetch 1,000) of N fills
      waiting in a queue, aiokafka produce (acks=all, idempotent) of each body as is,
      multiple acks after Kafka stored them, no parsing: its msg/s and its own CPU per
      message (`time.process_time`);
-  2. the pipeline: a fresh deployment (own app id, queues, schema), one `pm-streams
-     worker` in the configuration `scripts/run` starts (bridge, agents, sink and
-     republisher in the worker), ready; then N fills published to its order queue
-     (publisher confirms), timed until every fill's `position_updated` event is on
-     RabbitMQ and every fill's ledger row is in Postgres; then the API checked (every
-     asset's version equals its fill count). CPU per fill of every process on the box
-     (the worker, Kafka, RabbitMQ, Postgres, this script) from `/proc`.
+  2. the pipeline: a fresh deployment (own app id, queues, schema), the processes
+     `scripts/run` starts (a `pm-streams worker`: bridge, agents, tables; and beside it
+     `pm-streams outputs`: the Postgres sink and the republisher), ready; then N fills
+     published to its order queue (publisher confirms), timed until every fill's
+     `position_updated` event is on RabbitMQ and every fill's ledger row is in
+     Postgres; then the API checked (every asset's version equals its fill count).
+     CPU per fill of every process on the box (the worker, Kafka, RabbitMQ, Postgres,
+     this script) from `/proc`.
 
 Mixes: `hot` 16 assets (a desk's hot book), `wide` 1,000 assets. Fills go BUY, BUY,
 SELL per asset, so no position closes (one event per fill). Prints one line per run and
-the medians; `--processes N` (N > 1) runs N - 1 workers and the outputs (sink,
-republisher) in a process of their own, and "worker" is then the sum of those processes;
+the medians. `--processes N`: 2 (the default) as above; 1 one worker with the sink and
+the republisher inside (`POSITION_MANAGER_OUTPUTS=worker`); N > 2, N - 1 workers and one
+outputs process. "worker" is the sum of those processes;
 `--profile S` records the worker with py-spy for S seconds of the first
-pipeline run of each mix (var/bench/pipeline-<mix>.txt).
+pipeline run of each mix (var/bench/pipeline-<mix>.txt). `--latency RATE SECONDS`
+measures instead, per run and mix on a fresh deployment, publish → `position_updated`
+on RabbitMQ of fills sent one at a time at RATE per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -40,11 +45,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aio_pika
 import asyncpg
 import orjson
 
 from bench.bench_agent import cpu_seconds, profile, service_pids, top_frames
-from bench.bench_bridge import create_topics, fill_queue, raw_ceiling
+from bench.bench_bridge import URL, create_topics, fill_queue, raw_ceiling
 from pm_streams.settings import Settings
 from tests.support.cleanup import drop
 from tests.support.rabbit import message_count
@@ -137,8 +143,8 @@ def _cpu(pid: int) -> float:
 
 
 def start_processes(deployment: Deployment, processes: int) -> list[WorkerProcess]:
-    """1: one worker as `scripts/run` starts it; more: the outputs (sink, republisher) in
-    a process of their own and `processes - 1` workers."""
+    """1: one worker with the outputs inside; more: the outputs (sink, republisher) in a
+    process of their own, as `scripts/run` starts them, and `processes - 1` workers."""
     if processes == 1:
         return [WorkerProcess(deployment).start()]
     deployment.extra_env["POSITION_MANAGER_OUTPUTS"] = "separate"
@@ -147,7 +153,7 @@ def start_processes(deployment: Deployment, processes: int) -> list[WorkerProces
 
 
 async def pipeline(
-    n: int, assets: int, profile_s: int, mix: str, processes: int = 1
+    n: int, assets: int, profile_s: int, mix: str, processes: int = 2
 ) -> dict[str, Any]:
     deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
     started_ones = start_processes(deployment, processes)
@@ -190,6 +196,55 @@ async def pipeline(
         for one in started_ones:
             one.ensure_stopped()
         deployment.drop(strict=False)
+
+
+async def latency(rate: float, seconds: float, assets: int, processes: int = 2) -> list[float]:
+    """Publish → `position_updated` on RabbitMQ, in ms, of fills sent one by one at
+    `rate` per second for `seconds` (each fill's event found by its trace id)."""
+    deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-latency-")))
+    started_ones = start_processes(deployment, processes)
+    connection = await aio_pika.connect(URL)
+    try:
+        for one in started_ones:
+            if one.command == "worker":
+                await one.wait_ready()
+        sent: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+        all_in = asyncio.Event()
+        bodies = fills(int(rate * seconds), assets, deployment.run_id)
+        channel = await connection.channel(publisher_confirms=False)
+        events = await channel.declare_queue(
+            f"{deployment.output_prefix}.position_updated", durable=True, passive=True
+        )
+
+        async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            arrived.setdefault(orjson.loads(message.body)["trace_id"], time.monotonic())
+            if len(arrived) >= len(bodies):
+                all_in.set()
+
+        await events.consume(on_event, no_ack=True)
+        publisher = await connection.channel(publisher_confirms=True)
+        start = time.monotonic()
+        for i, body in enumerate(bodies):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            sent[orjson.loads(body)["trace_id"]] = time.monotonic()
+            await publisher.default_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=deployment.order_queue,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 60)
+        assert sent.keys() <= arrived.keys(), f"{len(sent.keys() - arrived.keys())} events missing"
+        return sorted(1000 * (arrived[k] - t) for k, t in sent.items())
+    finally:
+        await connection.close()
+        for one in started_ones:
+            one.ensure_stopped()
+        deployment.drop(strict=False)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def check_api(worker: WorkerProcess, n: int, assets: int) -> None:
@@ -247,6 +302,22 @@ def line(mix: str, hop: dict[str, float], pipe: dict[str, Any]) -> str:
     )
 
 
+def run_latency(rate: float, seconds: float, mixes: list[str], runs: int, processes: int) -> None:
+    medians: dict[str, list[float]] = {m: [] for m in mixes}
+    for run in range(runs):
+        for mix in mixes:
+            ms = asyncio.run(latency(rate, seconds, MIXES[mix], processes))
+            medians[mix].append(percentile(ms, 0.5))
+            print(
+                f"run {run + 1} {mix:5} {len(ms):,} fills at {rate:g}/s: publish → event "
+                f"p50 {percentile(ms, 0.5):.1f} ms, p90 {percentile(ms, 0.9):.1f} ms, "
+                f"p99 {percentile(ms, 0.99):.1f} ms",
+                flush=True,
+            )
+    for mix, values in medians.items():
+        print(f"{mix:5} median of the runs' p50: {statistics.median(values):.1f} ms {values}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fills", type=int, default=20_000)
@@ -256,14 +327,25 @@ def main() -> None:
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
-        help="1: one worker; N > 1: N - 1 workers and the outputs in their own process",
+        default=2,
+        help="2: a worker and its outputs process (as scripts/run); 1: one worker with"
+        " the outputs inside; N > 2: N - 1 workers and one outputs process",
+    )
+    parser.add_argument(
+        "--latency",
+        nargs=2,
+        type=float,
+        metavar=("RATE", "SECONDS"),
+        help="instead: publish → event latency at RATE fills/s for SECONDS, per run and mix",
     )
     parser.add_argument("--serve-bare-hop", nargs=3, metavar=("QUEUE", "TOPIC", "N"))
     args = parser.parse_args()
     if args.serve_bare_hop:
         queue, topic, n = args.serve_bare_hop
         serve_bare_hop(queue, topic, int(n))
+        return
+    if args.latency:
+        run_latency(args.latency[0], args.latency[1], args.mix, args.runs, args.processes)
         return
     results: dict[str, list[tuple[dict[str, float], dict[str, Any]]]] = {m: [] for m in args.mix}
     for run in range(args.runs):

@@ -1,7 +1,8 @@
 """The README's quick start, command 1, exactly as written: `scripts/run` from a fresh
 copy of the repository with default settings, then what the README tells a new user
-to do with it: send a fill from the shell, read it back over REST, open the API page,
-run the demo, and stop the worker with Ctrl-C.
+to do with it: send a fill from the shell, read it back over REST (and find it in
+Postgres, written by the outputs process beside the worker), open the API page, run
+the demo, and stop the worker and its outputs process with Ctrl-C.
 
 The copy shares this checkout's `.venv` (so `scripts/bootstrap` is a no-op, not a
 second install); everything else, the relative default data dir included, is the
@@ -23,15 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
+from pm_streams.settings import Settings
 from tests.support.worker import ROOT
 
 pytestmark = pytest.mark.e2e
 
 PORT = 4800
 URL = f"http://127.0.0.1:{PORT}"
+OUTPUTS_URL = f"http://127.0.0.1:{PORT + 1}"  # `pm-streams outputs`, started beside it
 KEY = "dev-key"  # the README: scripts/run uses dev-key when POSITION_MANAGER_API_KEY is unset
 
 
@@ -65,8 +69,9 @@ def user_env() -> dict[str, str]:
 
 @pytest.fixture
 def quick_start(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
-    if not _port_free(PORT):
-        pytest.fail(f"port {PORT} is taken: stop the local worker before running the suite")
+    for port in (PORT, PORT + 1):
+        if not _port_free(port):
+            pytest.fail(f"port {port} is taken: stop the local worker before running the suite")
     repo = fresh_copy(tmp_path / "position-manager")
     log = tmp_path / "run.log"
     with log.open("wb") as out:
@@ -106,6 +111,19 @@ async def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float) 
     raise AssertionError(f"/readyz not 200 within {timeout}s:\n{_tail(log)}")
 
 
+async def _wait_ledger_row(asset: str, timeout: float = 15) -> None:
+    """The fill's ledger row in the default schema: the outputs process's sink wrote it."""
+    connection = await asyncpg.connect(Settings().postgres_dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        query = "SELECT count(*) FROM position_fills WHERE asset = $1"
+        while await connection.fetchval(query, asset) != 1:
+            assert time.monotonic() < deadline, f"no ledger row for {asset} in {timeout}s"
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
 def _cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(repo / ".venv/bin/pm-streams"), *args], cwd=repo, env=user_env(),
@@ -135,6 +153,9 @@ async def test_scripts_run_as_written(
         position = orjson.loads(body)
         assert position["size"] == "1.5" and position["average_entry_price"] == "100.25"
         assert position["total_fees"] == "0.1" and position["version"] == 1
+        await _wait_ledger_row(asset)
+        async with session.get(OUTPUTS_URL + "/health") as resp:
+            assert resp.status == 200, await resp.text()
 
         pushed = _cli(repo, "send", "position", "--asset", asset, "--side", "Buy",
                       "--size", "1.5", "--mark-price", "101")  # fmt: skip

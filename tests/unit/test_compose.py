@@ -66,3 +66,18 @@ def test_the_worker_keeps_its_tables_in_rocksdb_on_a_volume() -> None:
     assert env["POSITION_MANAGER_STORE"] == "${POSITION_MANAGER_STORE:-rocksdb://}"
     volumes = [v.split(":") for v in worker["volumes"]]
     assert [env["POSITION_MANAGER_DATA_DIR"]] == [target for _, target in volumes]
+
+
+def test_the_outputs_run_beside_the_worker_as_scripts_run_starts_them() -> None:
+    """Sink and republisher in their own process on the worker's port + 1, by default."""
+    services = compose()
+    worker, outputs = services["position-manager"], services["position-manager-outputs"]
+    assert worker["environment"]["POSITION_MANAGER_OUTPUTS"] == (
+        "${POSITION_MANAGER_OUTPUTS:-separate}"
+    )
+    assert "profiles" not in outputs  # started by a plain `docker compose up`
+    worker_port = int(worker["environment"]["POSITION_MANAGER_PORT"])
+    assert outputs["command"] == ["outputs", "--web-port", str(worker_port + 1)]
+    script = (ROOT / "scripts/run").read_text()
+    assert 'outputs="${POSITION_MANAGER_OUTPUTS:-separate}"' in script
+    assert 'pm-streams outputs --web-port "$((port + 1))"' in script
