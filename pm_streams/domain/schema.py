@@ -117,7 +117,7 @@ def _converters(
     if hint in (str, int, bool):
         return "{0}", "{0}"
     if hint is float:
-        return "{0}", "float({0})"
+        return "{0}", "float({0})"  # seconds (after_seconds); money is never a float field
     if hint is Decimal:
         return "dec({0})", "Decimal({0})"
     if hint is datetime:
