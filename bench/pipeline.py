@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,10 @@ async def ledger_rows(schema: str) -> int:
 class Cpu:
     """CPU seconds of every process on the box that takes part, between two points."""
 
-    def __init__(self, worker_pids: list[int]) -> None:
+    def __init__(self, worker_pids: list[int], outputs_pids: Sequence[int] = ()) -> None:
         self.groups = {"worker": worker_pids, **service_pids()}
+        if outputs_pids:
+            self.groups["of which outputs"] = list(outputs_pids)
         self.start = self.read()
 
     def read(self) -> dict[str, float]:
@@ -165,7 +168,8 @@ async def pipeline(
         events_queue = f"{deployment.output_prefix}.position_updated"
         bodies = fills(n, assets, deployment.run_id)
         pids = [one.proc.pid for one in started_ones if one.proc is not None]
-        cpu = Cpu(pids)
+        outputs = [o.proc.pid for o in started_ones if o.command == "outputs" and o.proc]
+        cpu = Cpu(pids, outputs)
         started = time.monotonic()
         spy = None
         if profile_s:
