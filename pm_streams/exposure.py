@@ -29,6 +29,8 @@ from pm_streams.settings import Settings
 log = get_logger("pm_streams.exposure")
 
 ZERO = Decimal(0)
+TOPICS_POLL = 0.5
+"""Seconds between looks for the portfolio changelogs before they exist."""
 
 
 class Exposure:
@@ -96,6 +98,11 @@ class ExposureFollower(Service):
                 await self._read(consumer)
             except asyncio.CancelledError:
                 raise
+            except LookupError:
+                # Not an outage: the agent creates them at its start. Look again soon,
+                # not after a growing backoff, or the outputs would miss the first
+                # changes of a fresh deployment for up to `Backoff.cap` seconds.
+                await asyncio.sleep(TOPICS_POLL)
             except Exception as exc:
                 delay = backoff.failed()
                 log.warning("exposure_follow_retry", error=repr(exc), retry_in=delay)
@@ -108,7 +115,7 @@ class ExposureFollower(Service):
         parts = [TopicPartition(t, 0) for t in self.topics if t in existing]
         if len(parts) < len(self.topics):
             self.caught_up.set()  # nothing to read yet: the agent has not started
-            raise LookupError("portfolio changelogs not created yet")
+            raise LookupError("portfolio changelogs not created yet")  # see `_follow`
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)

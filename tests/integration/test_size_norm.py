@@ -5,11 +5,20 @@ placeholder 0."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from decimal import Decimal
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pm_streams.domain.portfolio import Totals
+from pm_streams.exposure import ExposureFollower
+from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
+from pm_streams.settings import Settings
+from tests.support.cleanup import drop
 from tests.support.rabbit import collect, fill
 from tests.support.worker import Deployment, WorkerProcess, publish
 
@@ -27,7 +36,7 @@ async def test_events_and_rows_carry_the_share_of_the_total_exposure(
         "/api/v1/portfolio/exposure",
         lambda st, b: st == 200 and Decimal(b["total_exposure_usdt"]) == 100,
     )
-    await asyncio.sleep(1.0)  # the outputs follow the portfolio's changelogs
+    await asyncio.sleep(2.0)  # the outputs follow the portfolio's changelogs
     await publish(deployment.order_queue, [fill("n-2", "BUY", "3", "100", asset="NBUSDT")])
 
     events = await collect(
@@ -52,3 +61,31 @@ async def test_events_and_rows_carry_the_share_of_the_total_exposure(
         }
     finally:
         await conn.close()
+
+
+async def test_the_follower_finds_the_portfolio_changelogs_soon_after_they_appear() -> None:
+    """A fresh deployment's outputs start before the portfolio agent created its
+    changelogs: the follower keeps looking every `TOPICS_POLL`, not after a growing
+    backoff, so the first changes' norms are against the real total."""
+    settings = Settings(app_id=f"pmtest-follow-{uuid.uuid4().hex[:8]}")
+    follower = ExposureFollower(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await follower.start()
+    try:
+        await asyncio.sleep(10.0)  # long enough for a backoff to have grown to 8 s
+        names = settings.kafka
+        topics = [names.changelog(PORTFOLIO_TOTALS_TABLE), names.changelog(PORTFOLIO_CONTRIB_TABLE)]
+        await admin.start()
+        await admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+        await producer.start()
+        await producer.send_and_wait(topics[0], Totals(exposure=Decimal(400)).to_bytes(), b"t")
+        created = time.monotonic()
+        while follower.exposure.total != 400:
+            assert time.monotonic() - created < 2.0, "the follower did not find the topics"
+            await asyncio.sleep(0.05)
+    finally:
+        await follower.stop()
+        await producer.stop()
+        await admin.close()
+        await drop(app_ids=[settings.app_id])
