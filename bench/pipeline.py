@@ -50,7 +50,7 @@ import aio_pika
 import asyncpg
 import orjson
 
-from bench.bench_agent import cpu_seconds, profile, service_pids, top_frames
+from bench.bench_agent import cpu_seconds, pct, profile, service_pids, top_frames
 from bench.bench_bridge import URL, create_topics, fill_queue, raw_ceiling
 from pm_streams.settings import Settings
 from tests.support.cleanup import drop
@@ -247,10 +247,6 @@ async def latency(rate: float, seconds: float, assets: int, processes: int = 2) 
         deployment.drop(strict=False)
 
 
-def percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 async def check_api(worker: WorkerProcess, n: int, assets: int) -> None:
     """Every asset's version equals its number of fills (a sample of 50 on a wide mix)."""
     for a in range(0, assets, max(1, assets // 50)):
@@ -311,11 +307,11 @@ def run_latency(rate: float, seconds: float, mixes: list[str], runs: int, proces
     for run in range(runs):
         for mix in mixes:
             ms = asyncio.run(latency(rate, seconds, MIXES[mix], processes))
-            medians[mix].append(percentile(ms, 0.5))
+            medians[mix].append(pct(ms, 0.5))
             print(
                 f"run {run + 1} {mix:5} {len(ms):,} fills at {rate:g}/s: publish → event "
-                f"p50 {percentile(ms, 0.5):.1f} ms, p90 {percentile(ms, 0.9):.1f} ms, "
-                f"p99 {percentile(ms, 0.99):.1f} ms",
+                f"p50 {pct(ms, 0.5):.1f} ms, p90 {pct(ms, 0.9):.1f} ms, "
+                f"p99 {pct(ms, 0.99):.1f} ms",
                 flush=True,
             )
     for mix, values in medians.items():

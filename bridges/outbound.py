@@ -68,7 +68,7 @@ class Republisher(BatchConsumer):
         now = self.clock.now()
         return [
             e
-            for view in (s.book for s in stored_from_bytes(record.value).steps())
+            for view in stored_from_bytes(record.value).books()
             for e in position_events(view, now, self.exposure.as_of(view))
         ]
 

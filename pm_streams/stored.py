@@ -43,6 +43,11 @@ class Stored:
             return (self,)
         return (*self.earlier, Stored(self.book, self.offset))
 
+    def books(self) -> tuple[Book, ...]:
+        """The book after each change this record carries, oldest first (what the
+        changelog's consumers act on)."""
+        return tuple(step.book for step in self.steps())
+
     def folded_after(self, earlier: Stored) -> Stored:
         """This record carrying `earlier` (and its own folded changes) before it: one
         record for both. `earlier` must be the unwritten record this one was applied to."""

@@ -117,7 +117,7 @@ def coalesce(books: Iterable[Book]) -> list[tuple[Position, Book]]:
 def _steps(record: ConsumerRecord) -> tuple[Book, ...]:
     if record.value is None:
         return ()
-    return tuple(s.book for s in stored_from_bytes(record.value).steps())
+    return stored_from_bytes(record.value).books()
 
 
 def _record_steps(record: ConsumerRecord) -> list[tuple[ConsumerRecord, tuple[Book, ...]]]:
