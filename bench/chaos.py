@@ -7,8 +7,10 @@ Kafka, RabbitMQ and Postgres restart; at the end every output equals a naive mod
 Injected: fills with fees (flips included), hedge legs, funding settlements, exchange
 pushes (a quarter of them stale), fills re-sent up to thousands of events later, and
 malformed messages of many kinds, published at a steady rate to the two input queues.
-Meanwhile a worker is SIGKILLed every `--kill-every` seconds and started again, and
-`scripts/services restart` restarts Kafka, RabbitMQ and Postgres once each.
+Meanwhile one process is SIGKILLed every `--kill-every` seconds and started again (a
+worker, or the outputs process that `scripts/run` runs beside them; `--outputs worker`
+keeps the sink and republisher inside each worker), and `scripts/services restart`
+restarts Kafka, RabbitMQ and Postgres once each.
 
 Checked against `Model` (written here from the message contract, sharing no code with
 the engine): every leg on the API and its Postgres row (size, entry price, realized
@@ -360,43 +362,56 @@ async def drain(queue: str, idle: float = 2.0) -> list[aio_pika.abc.AbstractInco
 
 
 class Fleet:
-    """The workers: started, SIGKILLed and restarted; an exit nobody asked for is noted."""
+    """The workers (and, as `scripts/run` runs them, the outputs process): started,
+    SIGKILLed and restarted; an exit nobody asked for is noted."""
 
-    def __init__(self, deployment: Deployment, count: int) -> None:
+    def __init__(self, deployment: Deployment, count: int, outputs: int) -> None:
         self.deployment = deployment
         self.workers = [WorkerProcess(deployment) for _ in range(count)]
+        self.outputs = [WorkerProcess(deployment, command="outputs") for _ in range(outputs)]
         self.kills = 0
         self.unasked_exits: list[str] = []
 
+    @property
+    def members(self) -> list[tuple[list[WorkerProcess], int]]:
+        return [(group, i) for group in (self.workers, self.outputs) for i in range(len(group))]
+
     def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
+        for group, i in self.members:
+            group[i].start()
+
+    def _restart(self, group: list[WorkerProcess], i: int) -> None:
+        old = group[i]
+        group[i] = WorkerProcess(self.deployment, port=old.port, command=old.command).start()
 
     def check(self) -> None:
-        for i, worker in enumerate(self.workers):
-            if worker.proc is not None and worker.proc.poll() is not None:
-                self.unasked_exits.append(f"worker {i} exit {worker.proc.returncode}")
-                print(f"  !! worker {i} exited by itself ({worker.proc.returncode})")
-                print(worker.tail(30))
-                self.workers[i] = WorkerProcess(self.deployment, port=worker.port).start()
+        for group, i in self.members:
+            member = group[i]
+            if member.proc is not None and member.proc.poll() is not None:
+                what = f"{member.command} {i}"
+                self.unasked_exits.append(f"{what} exit {member.proc.returncode}")
+                print(f"  !! {what} exited by itself ({member.proc.returncode})")
+                print(member.tail(30))
+                self._restart(group, i)
 
-    async def kill_one(self, rng: random.Random) -> None:
-        i = rng.randrange(len(self.workers))
-        worker = self.workers[i]
-        worker.kill()
+    async def kill_one(self) -> str:
+        """SIGKILL the next process in turn (every one is killed as often as the others)
+        and start it again a second later; which one it was."""
+        group, i = self.members[self.kills % len(self.members)]
+        group[i].kill()
         self.kills += 1
         await asyncio.sleep(1)
-        self.workers[i] = WorkerProcess(self.deployment, port=worker.port).start()
+        self._restart(group, i)
+        return f"{group[i].command} {i}"
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.ensure_stopped()
+        for group, i in self.members:
+            group[i].ensure_stopped()
 
 
 async def chaos(fleet: Fleet, args: argparse.Namespace, done: asyncio.Event) -> list[str]:
-    """Kill a worker every `kill_every` s; restart each service once along the way (at
-    15 %, 40 %, 65 % ... of the publishing time)."""
-    rng = random.Random(args.seed + 1)
+    """Kill a process every `kill_every` s, in turn; restart each service once along the
+    way (at 15 %, 40 %, 65 % ... of the publishing time)."""
     injected: list[str] = []
     started = time.monotonic()
 
@@ -417,8 +432,8 @@ async def chaos(fleet: Fleet, args: argparse.Namespace, done: asyncio.Event) -> 
         await asyncio.sleep(0.5)
         fleet.check()
         if time.monotonic() >= next_kill:
-            await fleet.kill_one(rng)
-            note("SIGKILL a worker (restarted 1 s later)")
+            killed = await fleet.kill_one()
+            note(f"SIGKILL {killed} (restarted 1 s later)")
             next_kill = time.monotonic() + args.kill_every
     await restarter
     return injected
@@ -615,13 +630,18 @@ async def run(args: argparse.Namespace) -> int:
     deployment = Deployment(
         Path(tempfile.mkdtemp(prefix="pm-chaos-")),
         partitions=args.partitions,
-        extra_env={"POSITION_MANAGER_SIZE_VALIDATION_THRESHOLD": "100000000000000000"},
+        extra_env={
+            "POSITION_MANAGER_SIZE_VALIDATION_THRESHOLD": "100000000000000000",
+            "POSITION_MANAGER_OUTPUTS": args.outputs,
+        },
     )
-    fleet = Fleet(deployment, args.workers)
+    fleet = Fleet(deployment, args.workers, outputs=int(args.outputs == "separate"))
     try:
         fleet.start()
         for worker in fleet.workers:
             await worker.wait_ready()
+        for outputs in fleet.outputs:
+            await outputs.wait_healthy()
         await inject(fleet, mix, args)
         failures = await verify(fleet, mix, args)
     finally:
@@ -676,6 +696,12 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=16)
     parser.add_argument("--hedged", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--outputs",
+        choices=["separate", "worker"],
+        default="separate",
+        help="the sink and republisher in their own process (as scripts/run) or in each worker",
+    )
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of publishing")
     parser.add_argument("--kill-every", type=float, default=10.0)
     parser.add_argument("--restart", nargs="*", default=["kafka", "rabbitmq", "postgres"])

@@ -1,6 +1,7 @@
-"""The chaos run's short variant (bench/chaos.py --ci): 2 workers, 3,000 mixed events,
-a worker SIGKILLed every 10 s, Kafka, RabbitMQ and Postgres restarted once each; the
-API, Postgres, the ledger, the events and the dead letters equal the naive model."""
+"""The chaos run's short variant (bench/chaos.py --ci): 2 workers and the outputs process
+as scripts/run runs them, 3,000 mixed events, one of the three SIGKILLed every 10 s in
+turn, Kafka, RabbitMQ and Postgres restarted once each; the API, Postgres, the ledger,
+the events and the dead letters equal the naive model."""
 
 from __future__ import annotations
 
@@ -27,5 +28,12 @@ def test_chaos_short_run_ends_exact() -> None:
     assert done.returncode == 0, report
     assert "RESULT ok" in done.stdout
     assert "0 unasked exits" in done.stdout
-    for injected in ("restart kafka", "restart rabbitmq", "restart postgres", "SIGKILL"):
+    for injected in (
+        "restart kafka",
+        "restart rabbitmq",
+        "restart postgres",
+        "SIGKILL worker 0",
+        "SIGKILL worker 1",
+        "SIGKILL outputs 0",
+    ):
         assert injected in done.stdout, report
