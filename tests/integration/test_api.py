@@ -340,6 +340,18 @@ async def test_rate_limit_per_key(api: tuple[Deployment, WorkerProcess]) -> None
     assert 'pm_rate_limited_total{client="tight"} 2' in text
 
 
+async def test_metrics_show_no_money(api: tuple[Deployment, WorkerProcess]) -> None:
+    """/metrics needs no key, so it carries no exposure, PnL or price of the book (those
+    are behind the API's keys); the portfolio here is open and valued."""
+    _, worker = api
+    await worker.wait_for("/api/v1/portfolio", lambda s, b: s == 200 and len(b["by_asset"]) >= 2)
+    status, text, _ = await request(worker, "/metrics", key=None)
+    assert status == 200
+    series = {line.split("{")[0].split()[0] for line in text.splitlines() if line[:1] != "#"}
+    money = [s for s in series if any(w in s for w in ("exposure", "pnl", "usdt", "price"))]
+    assert series and not money, money
+
+
 async def test_metrics_names(api: tuple[Deployment, WorkerProcess]) -> None:
     _, worker = api
     await request(worker, "/api/v1/positions/BTCUSDT")
