@@ -3,11 +3,17 @@
 `position_size_norm` against the real total (SPEC §4.4 rev 2), never a placeholder 0.
 
 The portfolio agent owns the totals; the outputs may run in another process. They read
-the agent's two changelogs (one partition each): the newest totals record, and every
-asset's latest contribution. The total *as of a change* of asset A is then the known
-total with A's known contribution replaced by A's contribution after the change, which
-is what the portfolio agent computes once it takes that change. Other assets' changes
-still in flight are not in it; they are at most one agent batch behind.
+the agent's contributions changelog (one partition): every asset's latest contribution.
+The total *as of a change* of asset A is the sum of the known contributions with A's
+replaced by A's contribution after the change, which is what the portfolio agent
+computes once it takes that change (its total exposure is the same sum, kept
+incrementally). Other assets' changes still in flight are not in it; they are at most
+one agent batch behind.
+
+The known total is summed here from the contributions, not read from the agent's totals
+changelog: the two changelogs are separate topics, so a totals record that already
+holds A's new contribution can be read before A's contribution record, and the total
+would count A twice (a 300 of 400 change came out as 300 of 700).
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from mode import Service
 
 from pm_streams.backoff import Backoff
 from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
-from pm_streams.domain.portfolio import Contribution, Totals, contribution
+from pm_streams.domain.portfolio import Contribution, contribution
 from pm_streams.logs import get_logger
-from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
+from pm_streams.names import PORTFOLIO_CONTRIB_TABLE
 from pm_streams.settings import Settings
 
 log = get_logger("pm_streams.exposure")
@@ -34,19 +40,17 @@ TOPICS_POLL = 0.5
 
 
 class Exposure:
-    """The known totals and contributions; `as_of(book)` for one change."""
+    """The known contributions and their sum; `as_of(book)` for one change."""
 
     def __init__(self) -> None:
         self.total = ZERO
         self._by_asset: dict[str, Decimal] = {}
 
-    def take_totals(self, raw: bytes | None) -> None:
-        if raw:
-            self.total = Totals.from_bytes(raw).exposure
-
     def take_contribution(self, raw: bytes | None) -> None:
         if raw:
             c = Contribution.from_bytes(raw)
+            with localcontext(AGGREGATE_CONTEXT):
+                self.total += c.exposure - self._by_asset.get(c.asset, ZERO)
             self._by_asset[c.asset] = c.exposure
 
     def as_of(self, book: Book) -> Decimal:
@@ -57,7 +61,7 @@ class Exposure:
 
 
 class ExposureFollower(Service):
-    """Keeps an `Exposure` up to date from the portfolio agent's changelogs."""
+    """Keeps an `Exposure` up to date from the portfolio agent's contributions changelog."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -65,7 +69,6 @@ class ExposureFollower(Service):
         self.settings = settings
         self.exposure = Exposure()
         self.topics = {
-            names.changelog(PORTFOLIO_TOTALS_TABLE): self.exposure.take_totals,
             names.changelog(PORTFOLIO_CONTRIB_TABLE): self.exposure.take_contribution,
         }
         self.caught_up = asyncio.Event()
@@ -76,7 +79,7 @@ class ExposureFollower(Service):
             log.warning("exposure_not_caught_up", timeout=10.0)
 
     async def wait_caught_up(self, timeout: float = 10.0) -> bool:
-        """Until what the changelogs held at start was read (bounded: a deployment
+        """Until what the changelog held at start was read (bounded: a deployment
         whose portfolio agent never ran yet has nothing to read)."""
         try:
             async with asyncio.timeout(timeout):
@@ -115,7 +118,7 @@ class ExposureFollower(Service):
         parts = [TopicPartition(t, 0) for t in self.topics if t in existing]
         if len(parts) < len(self.topics):
             self.caught_up.set()  # nothing to read yet: the agent has not started
-            raise LookupError("portfolio changelogs not created yet")  # see `_follow`
+            raise LookupError("portfolio changelog not created yet")  # see `_follow`
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)

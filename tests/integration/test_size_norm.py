@@ -14,13 +14,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pm_streams.domain.portfolio import Totals
+from pm_streams.domain.portfolio import contribution
 from pm_streams.exposure import ExposureFollower
-from pm_streams.names import PORTFOLIO_CONTRIB_TABLE, PORTFOLIO_TOTALS_TABLE
+from pm_streams.names import PORTFOLIO_CONTRIB_TABLE
 from pm_streams.settings import Settings
 from tests.support.cleanup import drop
 from tests.support.rabbit import collect, fill
 from tests.support.worker import Deployment, WorkerProcess, publish
+from tests.unit.helpers import Runner
+from tests.unit.helpers import fill as fill_event
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +77,14 @@ async def test_the_follower_finds_the_portfolio_changelogs_soon_after_they_appea
     try:
         await asyncio.sleep(10.0)  # long enough for a backoff to have grown to 8 s
         names = settings.kafka
-        topics = [names.changelog(PORTFOLIO_TOTALS_TABLE), names.changelog(PORTFOLIO_CONTRIB_TABLE)]
+        topic = names.changelog(PORTFOLIO_CONTRIB_TABLE)
         await admin.start()
-        await admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+        await admin.create_topics([NewTopic(topic, 1, 1)])
         await producer.start()
-        await producer.send_and_wait(topics[0], Totals(exposure=Decimal(400)).to_bytes(), b"t")
+        runner = Runner()
+        runner(fill_event("4", "100"))  # BTCUSDT, exposure 400
+        assert runner.book is not None
+        await producer.send_and_wait(topic, contribution(runner.book).to_bytes(), b"BTCUSDT")
         created = time.monotonic()
         while follower.exposure.total != 400:
             assert time.monotonic() - created < 2.0, "the follower did not find the topics"

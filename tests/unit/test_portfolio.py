@@ -228,9 +228,36 @@ def test_exposure_as_of_a_change_replaces_the_assets_known_contribution() -> Non
     eth = book_of("ETHUSDT", fill("3", "100", asset="ETHUSDT"))  # exposure 300
     exposure = Exposure()
     assert exposure.as_of(btc) == 100  # nothing known yet: the change alone
-    t = Totals().apply(None, contribution(btc), offset=0, now=NOW)
-    exposure.take_totals(t.to_bytes())
     exposure.take_contribution(contribution(btc).to_bytes())
     assert exposure.as_of(eth) == 400
     bigger = book_of("BTCUSDT", fill("1", "100"), fill("1", "100"))
     assert exposure.as_of(bigger) == 200  # BTC's known 100 replaced by its new 200
+    # ETH's contribution known before or after its change: the same total either way,
+    # never ETH twice (the portfolio's totals record could be read before it).
+    assert exposure.as_of(eth) == 400
+    exposure.take_contribution(contribution(eth).to_bytes())
+    assert exposure.as_of(eth) == 400
+    assert exposure.total == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["AUSDT", "BUSDT", "CUSDT"]), st.integers(0, 10**6)),
+        max_size=30,
+    )
+)
+def test_the_known_total_is_the_sum_of_each_assets_latest_contribution(
+    changes: list[tuple[str, int]],
+) -> None:
+    from pm_streams.exposure import Exposure
+
+    exposure = Exposure()
+    latest: dict[str, int] = {}
+    for asset, size in changes:
+        book = book_of(asset, fill(str(size), "1.5", asset=asset)) if size else None
+        c = contribution(book) if book else None
+        if c is not None:
+            exposure.take_contribution(c.to_bytes())
+            latest[asset] = size
+    assert exposure.total == sum(Decimal(v) * Decimal("1.5") for v in latest.values())
