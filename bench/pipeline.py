@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--fills 20000] [--mix hot wide] [--runs 3]
         [--profile SECONDS] [--processes N] [--latency RATE SECONDS]
+        [--loop uvloop|asyncio ...]
 
 Per run and mix, alternating:
   1. the bare hop, in a process of its own: aio-pika consume (prefetch 1,000) of N fills
@@ -22,10 +23,12 @@ SELL per asset, so no position closes (one event per fill). Prints one line per 
 the medians. `--processes N`: 2 (the default) as above; 1 one worker with the sink and
 the republisher inside (`POSITION_MANAGER_OUTPUTS=worker`); N > 2, N - 1 workers and one
 outputs process. "worker" is the sum of those processes;
-`--profile S` records the worker with py-spy for S seconds of the first
-pipeline run of each mix (var/bench/pipeline-<mix>.txt). `--latency RATE SECONDS`
-measures instead, per run and mix on a fresh deployment, publish → `position_updated`
-on RabbitMQ of fills sent one at a time at RATE per second.
+`--profile S` records the first worker (and the outputs process) with py-spy for S
+seconds of the first pipeline run of each mix (var/bench/pipeline-<mix>[-outputs].txt).
+`--loop`: the event loop of every process, the bare hop's too (default: the settings'
+default, uvloop); several are alternated within each run, for an A/B in one sitting.
+`--latency RATE SECONDS` measures instead, per run and mix on a fresh deployment,
+publish → `position_updated` on RabbitMQ of fills sent one at a time at RATE per second.
 """
 
 from __future__ import annotations
@@ -46,12 +49,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from functools import partial
+
 import aio_pika
 import asyncpg
 import orjson
 
 from bench.bench_agent import cpu_seconds, pct, profile, service_pids, top_frames
 from bench.bench_bridge import URL, create_topics, fill_queue, raw_ceiling
+from pm_streams.cli import new_event_loop
 from pm_streams.settings import Settings
 from tests.support.cleanup import drop
 from tests.support.rabbit import message_count
@@ -82,15 +88,16 @@ def fills(n: int, assets: int, tag: str) -> list[bytes]:
     return out
 
 
-def bare_hop(n: int, assets: int) -> dict[str, float]:
-    """The bare hop in a child process; its rate and its own CPU per message."""
+def bare_hop(n: int, assets: int, loop: str) -> dict[str, float]:
+    """The bare hop in a child process on the `loop` the pipeline's processes run;
+    its rate and its own CPU per message."""
     tag = uuid.uuid4().hex[:8]
     queue, topic = f"bench-hop-{tag}", f"bench-hop-{tag}.in"
     asyncio.run(create_topics(topic))
     asyncio.run(fill_queue(queue, fills(n, assets, tag)))
     try:
         done = subprocess.run(
-            [sys.executable, __file__, "--serve-bare-hop", queue, topic, str(n)],
+            [sys.executable, __file__, "--serve-bare-hop", queue, topic, str(n), loop],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -102,9 +109,10 @@ def bare_hop(n: int, assets: int) -> dict[str, float]:
         asyncio.run(drop(app_ids=[f"bench-hop-{tag}"], queues=[queue]))
 
 
-def serve_bare_hop(queue: str, topic: str, n: int) -> None:
+def serve_bare_hop(queue: str, topic: str, n: int, loop: str) -> None:
     started = time.process_time()
-    rate = asyncio.run(raw_ceiling(queue, topic, n, prefetch=1000))
+    with asyncio.Runner(loop_factory=partial(new_event_loop, loop)) as runner:
+        rate = runner.run(raw_ceiling(queue, topic, n, prefetch=1000))
     cpu = time.process_time() - started
     print(json.dumps({"rate": rate, "cpu_ms": 1000 * cpu / n}))
 
@@ -145,9 +153,11 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
-def start_processes(deployment: Deployment, processes: int) -> list[WorkerProcess]:
+def start_processes(deployment: Deployment, processes: int, loop: str) -> list[WorkerProcess]:
     """1: one worker with the outputs inside; more: the outputs (sink, republisher) in a
-    process of their own, as `scripts/run` starts them, and `processes - 1` workers."""
+    process of their own, as `scripts/run` starts them, and `processes - 1` workers;
+    each on the event loop `loop`."""
+    deployment.extra_env["POSITION_MANAGER_EVENT_LOOP"] = loop
     if processes == 1:
         return [WorkerProcess(deployment).start()]
     deployment.extra_env["POSITION_MANAGER_OUTPUTS"] = "separate"
@@ -156,10 +166,10 @@ def start_processes(deployment: Deployment, processes: int) -> list[WorkerProces
 
 
 async def pipeline(
-    n: int, assets: int, profile_s: int, mix: str, processes: int = 2
+    n: int, assets: int, profile_s: int, mix: str, processes: int, loop: str
 ) -> dict[str, Any]:
     deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
-    started_ones = start_processes(deployment, processes)
+    started_ones = start_processes(deployment, processes, loop)
     worker = started_ones[0]
     try:
         for one in started_ones:
@@ -171,9 +181,12 @@ async def pipeline(
         outputs = [o.proc.pid for o in started_ones if o.command == "outputs" and o.proc]
         cpu = Cpu(pids, outputs)
         started = time.monotonic()
-        spy = None
+        spies = {}
         if profile_s:
-            spy = profile(pids[0], profile_s, ROOT / f"var/bench/pipeline-{mix}.raw")
+            spies[f"pipeline-{mix}"] = profile(pids[0], profile_s, _raw(f"pipeline-{mix}"))
+            if outputs:
+                name = f"pipeline-{mix}-outputs"
+                spies[name] = profile(outputs[0], profile_s, _raw(name))
         publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
         while True:
             await asyncio.sleep(0.25)
@@ -188,12 +201,12 @@ async def pipeline(
         elapsed = time.monotonic() - started
         per_fill = cpu.per_event_ms(n)
         await publishing
-        if spy is not None:
+        for name, spy in spies.items():
             spy.wait()
-            raw = ROOT / f"var/bench/pipeline-{mix}.raw"
-            table = "\n".join(f"{share:5.1f}%  {name}" for name, share in stages(raw))
+            raw = _raw(name)
+            table = "\n".join(f"{share:5.1f}%  {stage}" for stage, share in stages(raw))
             raw.with_suffix(".txt").write_text(table + "\n\n" + top_frames(raw, 40))
-            print(f"worker profile by stage ({mix}):\n{table}", flush=True)
+            print(f"profile by stage ({name}):\n{table}", flush=True)
         await check_api(worker, n, assets)
         return {"rate": n / elapsed, "cpu_ms": per_fill}
     finally:
@@ -202,11 +215,17 @@ async def pipeline(
         deployment.drop(strict=False)
 
 
-async def latency(rate: float, seconds: float, assets: int, processes: int = 2) -> list[float]:
+def _raw(name: str) -> Path:
+    return ROOT / "var" / "bench" / f"{name}.raw"
+
+
+async def latency(
+    rate: float, seconds: float, assets: int, processes: int, loop: str
+) -> list[float]:
     """Publish → `position_updated` on RabbitMQ, in ms, of fills sent one by one at
     `rate` per second for `seconds` (each fill's event found by its trace id)."""
     deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-latency-")))
-    started_ones = start_processes(deployment, processes)
+    started_ones = start_processes(deployment, processes, loop)
     connection = await aio_pika.connect(URL)
     try:
         for one in started_ones:
@@ -292,30 +311,37 @@ def stages(raw: Path) -> list[tuple[str, float]]:
     return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
 
 
-def line(mix: str, hop: dict[str, float], pipe: dict[str, Any]) -> str:
+def label(mix: str, loop: str) -> str:
+    return f"{mix:5} {loop:7}"
+
+
+def line(case: str, hop: dict[str, float], pipe: dict[str, Any]) -> str:
     cpu = pipe["cpu_ms"]
     return (
-        f"{mix:5} bare hop {hop['rate']:7,.0f} msg/s {hop['cpu_ms']:.3f} ms CPU/msg | "
+        f"{case} bare hop {hop['rate']:7,.0f} msg/s {hop['cpu_ms']:.3f} ms CPU/msg | "
         f"pipeline {pipe['rate']:6,.0f} fills/s ratio {pipe['rate'] / hop['rate']:.3f} | "
         f"worker {cpu['worker']:.3f} ms/fill = {cpu['worker'] / hop['cpu_ms']:.2f}x bare | "
         + " ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "worker")
     )
 
 
-def run_latency(rate: float, seconds: float, mixes: list[str], runs: int, processes: int) -> None:
-    medians: dict[str, list[float]] = {m: [] for m in mixes}
+def run_latency(
+    rate: float, seconds: float, cases: list[tuple[str, str]], runs: int, processes: int
+) -> None:
+    medians: dict[str, list[float]] = {label(*case): [] for case in cases}
     for run in range(runs):
-        for mix in mixes:
-            ms = asyncio.run(latency(rate, seconds, MIXES[mix], processes))
-            medians[mix].append(pct(ms, 0.5))
+        for mix, loop in cases:
+            ms = asyncio.run(latency(rate, seconds, MIXES[mix], processes, loop))
+            medians[label(mix, loop)].append(pct(ms, 0.5))
             print(
-                f"run {run + 1} {mix:5} {len(ms):,} fills at {rate:g}/s: publish → event "
+                f"run {run + 1} {label(mix, loop)} {len(ms):,} fills at {rate:g}/s: "
+                "publish → event "
                 f"p50 {pct(ms, 0.5):.1f} ms, p90 {pct(ms, 0.9):.1f} ms, "
                 f"p99 {pct(ms, 0.99):.1f} ms",
                 flush=True,
             )
-    for mix, values in medians.items():
-        print(f"{mix:5} median of the runs' p50: {statistics.median(values):.1f} ms {values}")
+    for case, values in medians.items():
+        print(f"{case} median of the runs' p50: {statistics.median(values):.1f} ms {values}")
 
 
 def main() -> None:
@@ -338,25 +364,35 @@ def main() -> None:
         metavar=("RATE", "SECONDS"),
         help="instead: publish → event latency at RATE fills/s for SECONDS, per run and mix",
     )
-    parser.add_argument("--serve-bare-hop", nargs=3, metavar=("QUEUE", "TOPIC", "N"))
+    parser.add_argument(
+        "--loop",
+        nargs="+",
+        default=[Settings().event_loop],
+        choices=["uvloop", "asyncio"],
+        help="event loop of the processes and the bare hop (several: alternated per run)",
+    )
+    parser.add_argument("--serve-bare-hop", nargs=4, metavar=("QUEUE", "TOPIC", "N", "LOOP"))
     args = parser.parse_args()
     if args.serve_bare_hop:
-        queue, topic, n = args.serve_bare_hop
-        serve_bare_hop(queue, topic, int(n))
+        queue, topic, n, loop = args.serve_bare_hop
+        serve_bare_hop(queue, topic, int(n), loop)
         return
+    cases = [(mix, loop) for mix in args.mix for loop in args.loop]
     if args.latency:
-        run_latency(args.latency[0], args.latency[1], args.mix, args.runs, args.processes)
+        run_latency(args.latency[0], args.latency[1], cases, args.runs, args.processes)
         return
-    results: dict[str, list[tuple[dict[str, float], dict[str, Any]]]] = {m: [] for m in args.mix}
+    results: dict[str, list[tuple[dict[str, float], dict[str, Any]]]] = {
+        label(*case): [] for case in cases
+    }
     for run in range(args.runs):
-        for mix in args.mix:
-            hop = bare_hop(args.fills, MIXES[mix])
+        for mix, loop in cases:
+            hop = bare_hop(args.fills, MIXES[mix], loop)
             prof = args.profile if run == 0 else 0
-            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix, args.processes))
-            results[mix].append((hop, pipe))
-            print(f"run {run + 1} " + line(mix, hop, pipe), flush=True)
+            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix, args.processes, loop))
+            results[label(mix, loop)].append((hop, pipe))
+            print(f"run {run + 1} " + line(label(mix, loop), hop, pipe), flush=True)
     print("medians:")
-    for mix, rows in results.items():
+    for case, rows in results.items():
         hop = {k: statistics.median(h[k] for h, _ in rows) for k in ("rate", "cpu_ms")}
         names = rows[0][1]["cpu_ms"].keys()
         pipe = {
@@ -364,7 +400,7 @@ def main() -> None:
             "cpu_ms": {k: statistics.median(p["cpu_ms"][k] for _, p in rows) for k in names},
         }
         ratios = sorted(p["cpu_ms"]["worker"] / h["cpu_ms"] for h, p in rows)
-        print(line(mix, hop, pipe) + f" | worker/bare per run {ratios}")
+        print(line(case, hop, pipe) + f" | worker/bare per run {ratios}")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def worker(settings: Settings) -> int:
     logs.get_logger("pm_streams.cli").info(
         "worker_starting",
         app_id=settings.app_id,
+        event_loop=settings.event_loop,
         api=f"{settings.canonical_url}/api/v1/",
         health=f"{settings.canonical_url}/health",
     )
@@ -138,7 +139,10 @@ def outputs(settings: Settings) -> int:
         return EX_FAILURE
     built = build_outputs(settings)
     logs.get_logger("pm_streams.cli").info(
-        "outputs_starting", app_id=settings.app_id, health=f"{settings.canonical_url}/health"
+        "outputs_starting",
+        app_id=settings.app_id,
+        event_loop=settings.event_loop,
+        health=f"{settings.canonical_url}/health",
     )
     runner = ServiceWorker(
         *built.services, loop=loop, quiet=True, loglevel=settings.log_level,
@@ -165,10 +169,19 @@ def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:
     from pm_streams.topics import wait_for_kafka
 
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
     loop.run_until_complete(wait_for_kafka(settings))
     return loop
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new loop of the configured kind (`Settings.event_loop`)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def run(

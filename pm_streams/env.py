@@ -136,6 +136,12 @@ def sslmode(raw: str) -> str:
     return raw
 
 
+def event_loop(raw: str) -> str:
+    if raw not in {"uvloop", "asyncio"}:
+        raise ValueError("must be uvloop or asyncio")
+    return raw
+
+
 def outputs(raw: str) -> str:
     if raw not in {"worker", "separate"}:
         raise ValueError("must be worker or separate")

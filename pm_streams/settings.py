@@ -94,6 +94,9 @@ class Settings:
     that a shorter window spends on wake-ups (bench/bench_api.py)."""
     producer_linger: float = 0.005
     """How long (s) the Kafka producer holds a record for more to the same partition."""
+    event_loop: str = "uvloop"
+    """The processes' asyncio event loop: "uvloop" (libuv; the same work for about a sixth
+    less CPU, bench/pipeline.py) or "asyncio" (the standard library's)."""
     outputs: str = "worker"
     """Where the Postgres sink and the RabbitMQ republisher run: "worker" (inside every
     worker, SPEC §10a) or "separate" (workers leave them to `pm-streams outputs`)."""
@@ -346,6 +349,7 @@ class _Reader:
             batch_max=g(P + "BATCH_MAX", v.positive_int, d.batch_max),
             batch_window=g(P + "BATCH_WINDOW", v.positive_seconds, d.batch_window),
             producer_linger=g(P + "PRODUCER_LINGER", v.non_negative_seconds, d.producer_linger),
+            event_loop=g(P + "EVENT_LOOP", v.event_loop, d.event_loop),
             outputs=g(P + "OUTPUTS", v.outputs, d.outputs),
         )
 

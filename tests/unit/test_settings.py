@@ -32,6 +32,25 @@ def test_a_bad_producer_linger_names_the_variable(raw: str) -> None:
     assert caught.value.variable == "POSITION_MANAGER_PRODUCER_LINGER"
 
 
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    import uvloop
+
+    from pm_streams.cli import new_event_loop
+
+    for env, kind in (({}, uvloop.Loop), ({"POSITION_MANAGER_EVENT_LOOP": "asyncio"}, None)):
+        loop = new_event_loop(Settings.from_env(env).event_loop)
+        try:
+            if kind is None:
+                assert type(loop).__module__.startswith("asyncio")
+            else:
+                assert isinstance(loop, kind)
+        finally:
+            loop.close()
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"POSITION_MANAGER_EVENT_LOOP": "trio"})
+    assert caught.value.variable == "POSITION_MANAGER_EVENT_LOOP"
+
+
 def test_postgres_sslmode_defaults_to_prefer_and_reaches_the_dsn() -> None:
     assert Settings.from_env({}).postgres_dsn.endswith("?sslmode=prefer")
     settings = Settings.from_env({"POSTGRES_SSLMODE": "verify-full"})
