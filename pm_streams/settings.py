@@ -95,7 +95,7 @@ class Settings:
     producer_linger: float = 0.005
     """How long (s) the Kafka producer holds a record for more to the same partition."""
     event_loop: str = "uvloop"
-    """The processes' asyncio event loop: "uvloop" (libuv; the same work for about a sixth
+    """The processes' asyncio event loop: "uvloop" (libuv; the same work for about a tenth
     less CPU, bench/pipeline.py) or "asyncio" (the standard library's)."""
     outputs: str = "worker"
     """Where the Postgres sink and the RabbitMQ republisher run: "worker" (inside every
