@@ -23,7 +23,7 @@ from pm_streams.events import position_events
 from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
 from pm_streams.names import OUTPUT_EVENT_TYPES
-from pm_streams.stored import stored_from_bytes
+from pm_streams.stored import SharedDecode
 
 log = get_logger("bridges.outbound")
 
@@ -34,11 +34,18 @@ class Republisher(BatchConsumer):
     name = "republisher"
     linger_ms = 20  # one round of publisher confirms per 20 ms at most, not per change
 
-    def __init__(self, deps: Deps, exposure: Exposure | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        exposure: Exposure | None = None,
+        decode: SharedDecode | None = None,
+        **kwargs: Any,
+    ) -> None:
         names = deps.settings.kafka
         topics = (names.positions_changelog, names.outbox_topic)
         super().__init__(deps, topics, names.republisher_group, **kwargs)
         self.exposure = exposure or Exposure()
+        self.decode = decode or SharedDecode()
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
 
@@ -68,7 +75,7 @@ class Republisher(BatchConsumer):
         now = self.clock.now()
         return [
             e
-            for view in stored_from_bytes(record.value).books()
+            for view in self.decode.books(record.partition, record.offset, record.value)
             for e in position_events(view, now, self.exposure.as_of(view))
         ]
 

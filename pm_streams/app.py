@@ -27,6 +27,7 @@ from pm_streams.runtime.heap import HeapKeeper
 from pm_streams.runtime.streams import BatchingStream
 from pm_streams.runtime.transport import Transport, Web
 from pm_streams.settings import Settings
+from pm_streams.stored import SharedDecode
 from pm_streams.topics import COMPACTED, KEYED, raw_topic
 from tables.db import Database
 from tables.live import LivePositions
@@ -134,6 +135,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     clock = clock or SystemClock()
     db = Database(settings)
     follower = ExposureFollower(settings)
+    decode = SharedDecode()  # the sink's and the republisher's changelog records
     engine = engine_config(settings)
     positions = _positions_table(app, settings)
     books = BookCache()
@@ -153,8 +155,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         clock=clock,
         db=db,
         bridge=InboundBridge(settings, metrics),
-        sink=PostgresSink(deps, db, follower.exposure),
-        republisher=Republisher(deps, follower.exposure),
+        sink=PostgresSink(deps, db, follower.exposure, decode),
+        republisher=Republisher(deps, follower.exposure, decode),
         exposure=follower,
         books=books,
         portfolio=portfolio,

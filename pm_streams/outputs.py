@@ -30,6 +30,7 @@ from pm_streams.exposure import ExposureFollower
 from pm_streams.metrics import Metrics
 from pm_streams.runtime.heap import HeapKeeper
 from pm_streams.settings import Settings
+from pm_streams.stored import SharedDecode
 from tables.db import Database
 from tables.sink import PostgresSink
 from web.errors import json_response
@@ -117,11 +118,12 @@ def build_outputs(settings: Settings, *, clock: Clock | None = None) -> Outputs:
     deps = Deps(settings, Metrics.of_service(), clock or SystemClock())
     db = Database(settings)
     follower = ExposureFollower(settings)
+    decode = SharedDecode()  # the sink's and the republisher's changelog records
     return Outputs(
         settings=settings,
         metrics=deps.metrics,
         db=db,
-        sink=PostgresSink(deps, db, follower.exposure),
-        republisher=Republisher(deps, follower.exposure),
+        sink=PostgresSink(deps, db, follower.exposure, decode),
+        republisher=Republisher(deps, follower.exposure, decode),
         exposure=follower,
     )

@@ -108,6 +108,31 @@ def stored_from_bytes(data: bytes) -> Stored:
     return Stored(book, o["last_offset"], earlier)
 
 
+class SharedDecode:
+    """Each positions-changelog record's books, decoded once for the process's consumers.
+
+    The sink and the republisher read the same records in consumer groups of their own,
+    a moment apart: the first to read a record decodes it and keeps the result here, the
+    second takes it out. At most `capacity` results wait (oldest out first), so one
+    consumer far behind the other decodes for itself. The books are frozen, so sharing
+    them shares no state."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._waiting: dict[tuple[int, int], tuple[Book, ...]] = {}
+
+    def books(self, partition: int, offset: int, value: bytes) -> tuple[Book, ...]:
+        key = (partition, offset)
+        books = self._waiting.pop(key, None)
+        if books is not None:
+            return books
+        books = stored_from_bytes(value).books()
+        self._waiting[key] = books
+        if len(self._waiting) > self.capacity:
+            del self._waiting[next(iter(self._waiting))]
+        return books
+
+
 def record_floor(data: bytes) -> int:
     """The record's `floor`; a record written without one gives its `last_offset`."""
     o = orjson.loads(data)

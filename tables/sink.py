@@ -27,7 +27,7 @@ from pm_streams.deps import Deps
 from pm_streams.domain import Book, Position, decimal_text, features
 from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
-from pm_streams.stored import stored_from_bytes
+from pm_streams.stored import SharedDecode
 from tables.db import Database
 from tables.ledger import INSERT_LEDGER, ledger_rows
 
@@ -114,27 +114,30 @@ def coalesce(books: Iterable[Book]) -> list[tuple[Position, Book]]:
     return list(newest.values())
 
 
-def _steps(record: ConsumerRecord) -> tuple[Book, ...]:
-    if record.value is None:
-        return ()
-    return stored_from_bytes(record.value).books()
-
-
-def _record_steps(record: ConsumerRecord) -> list[tuple[ConsumerRecord, tuple[Book, ...]]]:
-    return [(record, _steps(record))]
-
-
 class PostgresSink(BatchConsumer):
     name = "sink"
     linger_ms = 100  # the sink lag target is 1 s; Grafana reads no faster
 
     def __init__(
-        self, deps: Deps, db: Database, exposure: Exposure | None = None, **kwargs: Any
+        self,
+        deps: Deps,
+        db: Database,
+        exposure: Exposure | None = None,
+        decode: SharedDecode | None = None,
+        **kwargs: Any,
     ) -> None:
         names = deps.settings.kafka
         super().__init__(deps, (names.positions_changelog,), names.sink_group, **kwargs)
         self.db = db
         self.exposure = exposure or Exposure()
+        self.decode = decode or SharedDecode()
+
+    def _record_steps(
+        self, record: ConsumerRecord
+    ) -> list[tuple[ConsumerRecord, tuple[Book, ...]]]:
+        if record.value is None:
+            return [(record, ())]
+        return [(record, self.decode.books(record.partition, record.offset, record.value))]
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         try:
@@ -159,7 +162,7 @@ class PostgresSink(BatchConsumer):
             self.quarantine(record, exc)
             rejects.append(reject_row(self.name, record, f"undecodable: {exc!r}"))
 
-        decoded_records = await decoded(records, _record_steps, on_error=undecodable)
+        decoded_records = await decoded(records, self._record_steps, on_error=undecodable)
         books = [book for _, steps in decoded_records for book in steps]
         try:
             async with self.db.pool.acquire() as conn, conn.transaction():
