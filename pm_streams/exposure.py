@@ -27,7 +27,7 @@ from mode import Service
 
 from pm_streams.backoff import Backoff
 from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
-from pm_streams.domain.portfolio import Contribution, contribution
+from pm_streams.domain.portfolio import Contribution, exposure_of
 from pm_streams.logs import get_logger
 from pm_streams.names import PORTFOLIO_CONTRIB_TABLE
 from pm_streams.settings import Settings
@@ -57,7 +57,7 @@ class Exposure:
         """The total exposure with `book`'s asset at its state in `book`."""
         with localcontext(AGGREGATE_CONTEXT):
             known = self._by_asset.get(book.asset, ZERO)
-            return max(ZERO, self.total - known + contribution(book).exposure)
+            return max(ZERO, self.total - known + exposure_of(book))
 
 
 class ExposureFollower(Service):

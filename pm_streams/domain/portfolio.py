@@ -105,6 +105,20 @@ def contributions_from_bytes(raw: bytes) -> list[Contribution]:
     return [CONTRIBUTION.decode(o)]
 
 
+def exposure_of(book: Book) -> Decimal:
+    """`contribution(book).exposure` alone (open legs, |size| times the leg's price), for
+    the outputs, which value every change against the portfolio's total."""
+    with localcontext(AGGREGATE_CONTEXT):
+        exposure = ZERO
+        for leg in book.legs:
+            if leg.size:
+                price = leg.current_price
+                exposure += abs(leg.size) * (
+                    price if price is not None else leg.average_entry_price
+                )
+        return exposure.quantize(SCALE).normalize() if exposure else ZERO
+
+
 def contribution(book: Book) -> Contribution:
     """The asset's contribution: open legs for exposure/unrealized, all legs for realized.
 

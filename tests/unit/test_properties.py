@@ -20,6 +20,7 @@ from pm_streams.domain import (
     event_from_bytes,
     event_to_bytes,
 )
+from pm_streams.domain.portfolio import contribution, exposure_of
 from pm_streams.stored import Stored, stored_from_bytes, stored_to_bytes
 from tests.support.naive import naive
 from tests.unit.helpers import ASSET, CFG, NOW, id_factory, price, push
@@ -226,6 +227,18 @@ def test_codec_round_trip_of_random_books(evs: list[Event]) -> None:
         assert event_from_bytes(event_to_bytes(ev)) == ev
         book, _ = apply(book, ev, NOW + timedelta(milliseconds=i), CFG, new_id=new_id)
         assert stored_from_bytes(stored_to_bytes(Stored(book, i))) == Stored(book, i)
+
+
+@given(events)
+def test_the_outputs_exposure_is_the_portfolios(evs: list[Event]) -> None:
+    """`exposure_of` (the outputs' share of the total) equals the exposure the portfolio
+    agent counts for the same book, after every change."""
+    book: Book | None = None
+    new_id = id_factory()
+    for i, ev in enumerate(evs):
+        book, _ = apply(book, ev, NOW + timedelta(milliseconds=i), CFG, new_id=new_id)
+        assert book is not None
+        assert exposure_of(book) == contribution(book).exposure
 
 
 @given(events)
