@@ -30,6 +30,25 @@ def decimal_text(d: Decimal) -> str:
     return format(_OUT.normalize(d), "f")
 
 
+def decimal_shown(d: Decimal) -> Decimal:
+    """The Decimal that `decimal_text(d)` spells, digit for digit (the same sign, digits
+    and exponent as `Decimal(decimal_text(d))`), without the text in between: what the
+    sink stores, so Postgres holds what the API shows."""
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -18:
+        d = _OUT.quantize(d, _OUT_SCALE)
+    if not d:
+        return _ZERO
+    d = _OUT.normalize(d)
+    sign, digits, exponent = d.as_tuple()
+    if isinstance(exponent, int) and exponent > 0:  # 1E+2 is spelt 100
+        return Decimal((sign, digits + (0,) * exponent, 0))
+    return d
+
+
+_ZERO = Decimal(0)
+
+
 def _plain(d: Decimal, places: int | None) -> str:
     if places is not None:
         d = _OUT.quantize(d, Decimal(1).scaleb(-places))
