@@ -113,9 +113,10 @@ class SharedDecode:
 
     The sink and the republisher read the same records in consumer groups of their own,
     a moment apart: the first to read a record decodes it and keeps the result here, the
-    second takes it out. At most `capacity` results wait (oldest out first), so one
-    consumer far behind the other decodes for itself. The books are frozen, so sharing
-    them shares no state."""
+    second takes it out. At most `capacity` results wait (oldest out first), so a
+    consumer far behind the other, or a partition that the other consumer of this
+    process does not own, costs a decode, never memory. The books are frozen, so
+    sharing them shares no state."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
