@@ -27,6 +27,9 @@ outputs process. "worker" is the sum of those processes;
 seconds of the first pipeline run of each mix (var/bench/pipeline-<mix>[-outputs].txt).
 `--loop`: the event loop of every process, the bare hop's too (default: the settings'
 default, uvloop); several are alternated within each run, for an A/B in one sitting.
+`--backlog`: the fills wait in the order queue before the bridge may take them (the bench
+holds the queue's single-active-consumer slot while it publishes), as the bare hop's do;
+by default they are published while the pipeline runs.
 `--latency RATE SECONDS` measures instead, per run and mix on a fresh deployment,
 publish → `position_updated` on RabbitMQ of fills sent one at a time at RATE per second.
 """
@@ -61,7 +64,7 @@ from pm_streams.cli import new_event_loop
 from pm_streams.settings import Settings
 from tests.support.cleanup import drop
 from tests.support.rabbit import message_count
-from tests.support.worker import Deployment, WorkerProcess
+from tests.support.worker import Deployment, WorkerProcess, queue_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXES = {"hot": 16, "wide": 1000}
@@ -165,10 +168,40 @@ def start_processes(deployment: Deployment, processes: int, loop: str) -> list[W
     return [*workers, WorkerProcess(deployment, command="outputs").start()]
 
 
+class Holder:
+    """Keeps the order queue's single active consumer slot, so that the worker's bridge
+    (a standby consumer of an `x-single-active-consumer` queue) takes nothing until
+    `release`: the fills wait in the queue as the bare hop's do."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def hold(self) -> None:
+        self.connection = await aio_pika.connect(URL)
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.declare_queue(self.queue, durable=True, arguments=queue_arguments())
+        await queue.consume(_keep, no_ack=False)
+
+    async def release(self) -> None:
+        """The one fill delivered to the holder goes back to the queue's head."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.close()
+
+
+async def _keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    """Neither acked nor rejected: requeued when the holder's connection closes."""
+
+
 async def pipeline(
-    n: int, assets: int, profile_s: int, mix: str, processes: int, loop: str
+    n: int, assets: int, profile_s: int, mix: str, processes: int, loop: str, backlog: bool
 ) -> dict[str, Any]:
     deployment = Deployment(Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
+    holder = Holder(deployment.order_queue)
+    if backlog:
+        await holder.hold()  # before the bridge declares and consumes the queue
     started_ones = start_processes(deployment, processes, loop)
     worker = started_ones[0]
     try:
@@ -177,6 +210,10 @@ async def pipeline(
                 await one.wait_ready()
         events_queue = f"{deployment.output_prefix}.position_updated"
         bodies = fills(n, assets, deployment.run_id)
+        if backlog:
+            await fill_queue(deployment.order_queue, bodies)
+            waiting = await message_count(deployment.order_queue)
+            assert waiting >= n - 1, f"the bridge took fills early: {waiting} of {n} wait"
         pids = [one.proc.pid for one in started_ones if one.proc is not None]
         outputs = [o.proc.pid for o in started_ones if o.command == "outputs" and o.proc]
         cpu = Cpu(pids, outputs)
@@ -187,7 +224,11 @@ async def pipeline(
             if outputs:
                 name = f"pipeline-{mix}-outputs"
                 spies[name] = profile(outputs[0], profile_s, _raw(name))
-        publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
+        if backlog:
+            await holder.release()
+            publishing = asyncio.create_task(asyncio.sleep(0))
+        else:
+            publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
         while True:
             await asyncio.sleep(0.25)
             for one in started_ones:
@@ -210,6 +251,7 @@ async def pipeline(
         await check_api(worker, n, assets)
         return {"rate": n / elapsed, "cpu_ms": per_fill}
     finally:
+        await holder.release()
         for one in started_ones:
             one.ensure_stopped()
         deployment.drop(strict=False)
@@ -371,6 +413,12 @@ def main() -> None:
         choices=["uvloop", "asyncio"],
         help="event loop of the processes and the bare hop (several: alternated per run)",
     )
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        help="the fills wait in the order queue before the bridge may take them, as the bare"
+        " hop's do (default: published while the pipeline runs)",
+    )
     parser.add_argument("--serve-bare-hop", nargs=4, metavar=("QUEUE", "TOPIC", "N", "LOOP"))
     args = parser.parse_args()
     if args.serve_bare_hop:
@@ -388,7 +436,9 @@ def main() -> None:
         for mix, loop in cases:
             hop = bare_hop(args.fills, MIXES[mix], loop)
             prof = args.profile if run == 0 else 0
-            pipe = asyncio.run(pipeline(args.fills, MIXES[mix], prof, mix, args.processes, loop))
+            pipe = asyncio.run(
+                pipeline(args.fills, MIXES[mix], prof, mix, args.processes, loop, args.backlog)
+            )
             results[label(mix, loop)].append((hop, pipe))
             print(f"run {run + 1} " + line(label(mix, loop), hop, pipe), flush=True)
     print("medians:")
