@@ -224,9 +224,9 @@ async def pipeline(
             if outputs:
                 name = f"pipeline-{mix}-outputs"
                 spies[name] = profile(outputs[0], profile_s, _raw(name))
+        publishing = None
         if backlog:
             await holder.release()
-            publishing = asyncio.create_task(asyncio.sleep(0))
         else:
             publishing = asyncio.create_task(fill_queue(deployment.order_queue, bodies))
         while True:
@@ -241,7 +241,8 @@ async def pipeline(
                 raise AssertionError(f"not done in 900 s: {events} events, {rows} rows")
         elapsed = time.monotonic() - started
         per_fill = cpu.per_event_ms(n)
-        await publishing
+        if publishing is not None:
+            await publishing
         for name, spy in spies.items():
             spy.wait()
             raw = _raw(name)

@@ -106,8 +106,8 @@ def contributions_from_bytes(raw: bytes) -> list[Contribution]:
 
 
 def exposure_of(book: Book) -> Decimal:
-    """`contribution(book).exposure` alone (open legs, |size| times the leg's price), for
-    the outputs, which value every change against the portfolio's total."""
+    """The asset's exposure (open legs, |size| times the leg's price): its contribution's,
+    and what the outputs value every change with against the portfolio's total."""
     with localcontext(AGGREGATE_CONTEXT):
         exposure = ZERO
         for leg in book.legs:
@@ -131,7 +131,7 @@ def contribution(book: Book) -> Contribution:
             trace = str(t)
             break
     with localcontext(AGGREGATE_CONTEXT):
-        exposure = net = unrealized = realized = size = ZERO
+        net = unrealized = realized = size = ZERO
         open_count = long_count = short_count = 0
         fallback = False
         for leg in book.legs:
@@ -142,7 +142,6 @@ def contribution(book: Book) -> Contribution:
             if price is None:
                 price = leg.average_entry_price
                 fallback = True
-            exposure += abs(leg.size) * price
             net += leg.size * price
             unrealized += leg.unrealized_pnl
             size += leg.size
@@ -151,15 +150,14 @@ def contribution(book: Book) -> Contribution:
                 long_count += 1
             else:
                 short_count += 1
-        exposure, net, unrealized, realized = (
-            x.quantize(SCALE).normalize() if x else ZERO
-            for x in (exposure, net, unrealized, realized)
+        net, unrealized, realized = (
+            x.quantize(SCALE).normalize() if x else ZERO for x in (net, unrealized, realized)
         )
     at = max((leg.last_updated for leg in book.legs), default=datetime.now(UTC))
     return Contribution(
         asset=book.asset,
         version=sum(leg.version for leg in book.legs),
-        exposure=exposure,
+        exposure=exposure_of(book),  # one definition, shared with the outputs
         net=net,
         unrealized=unrealized,
         realized=realized,
