@@ -4,13 +4,15 @@ A changelog-backed table of their own, not a list inside the position's record: 
 record's size then grows with neither the horizon nor the fill rate, and a fill
 re-sent however many fills later is still recognised.
 
-One table record per asset per agent batch (`flush`), like the books: key
-`asset \\x1f first input offset`, value the batch's entries `[mode, fill id, input
-offset, applied at (epoch ms)]`. A record per fill cost the worker about a quarter more
-CPU per event. Every entry is written on behalf of an input event of the asset's
-partition, so it lives in the same changelog partition number as the asset's book. In
-memory an index maps (asset, mode, fill id) to its entry; it is rebuilt from the table
-after every rebalance.
+One table record per input partition per agent batch (`flush`): key `#partition \\x1f
+first input offset`, value the batch's entries `[asset, mode, fill id, input offset,
+applied at (epoch ms)]` of that partition. A record per fill cost the worker about a
+quarter more CPU per event, and a record per asset per batch one more Kafka record per
+fill on a wide book. Every entry is written on behalf of an input event of its
+partition, so it lives in the same changelog partition number as its asset's book.
+Records of the earlier form (key `asset \\x1f first offset`, entries without the
+asset) are still read and expire as before. In memory an index maps (asset, mode,
+fill id) to its entry; it is rebuilt from the table after every rebalance.
 
 Crash safety without a transaction between the two writes (the book record and the
 ids record): an entry records the input offset of the event that applied the fill, and
@@ -40,20 +42,36 @@ from pm_streams.runtime.writes import on_behalf_of
 
 SEP = "\x1f"
 
-Entry = tuple[str, str, int, int]
-"""(mode, fill id, input offset, applied at in epoch ms)."""
+PARTITION_MARK = "#"
+"""Starts a record key of the per-partition form; an asset symbol never does."""
+
+Entry = tuple[str, str, str, int, int]
+"""(asset, mode, fill id, input offset, applied at in epoch ms)."""
 
 
-def record_key(asset: str, first_offset: int) -> str:
-    return f"{asset}{SEP}{first_offset}"
+def record_key(partition: int, first_offset: int) -> str:
+    return f"{PARTITION_MARK}{partition}{SEP}{first_offset}"
 
 
 def encode(entries: list[Entry]) -> bytes:
     return orjson.dumps(entries)
 
 
-def decode(raw: bytes) -> list[Entry]:
-    return [(str(m), str(f), int(o), int(t)) for m, f, o, t in orjson.loads(raw)]
+def decode(key: str, raw: bytes) -> list[Entry]:
+    """A record's entries; one of the earlier per-asset form takes its asset from the key."""
+    rows = orjson.loads(raw)
+    if key.startswith(PARTITION_MARK):
+        return [(str(a), str(m), str(f), int(o), int(t)) for a, m, f, o, t in rows]
+    asset = key.split(SEP, 1)[0]
+    return [(asset, str(m), str(f), int(o), int(t)) for m, f, o, t in rows]
+
+
+def key_partition(key: str, partition_of: Callable[[str], int]) -> int:
+    """The input partition a record belongs to (by its key, or its asset's for the
+    earlier form)."""
+    if key.startswith(PARTITION_MARK):
+        return int(key[1:].split(SEP, 1)[0])
+    return partition_of(key.split(SEP, 1)[0])
 
 
 class FillIds:
@@ -71,7 +89,7 @@ class FillIds:
         self.partition_of = partition_of
         # (asset, mode, fill id) -> (input offset, applied at, record key or None)
         self._index: dict[tuple[str, str, str], tuple[int, int, str | None]] = {}
-        self._pending: dict[str, tuple[Any, list[Entry]]] = {}
+        self._pending: dict[int, tuple[Any, list[Entry]]] = {}
         self._expiry: dict[int, list[tuple[int, str]]] = {}
         self._generation: int | None = None
 
@@ -87,11 +105,12 @@ class FillIds:
         """Remember a fill applied by the input event at `offset` (of `origin`'s
         partition); written to the table by the next `flush`."""
         self._index[(asset, mode, fill_id)] = (offset, at_ms, None)
-        pending = self._pending.get(asset)
+        partition = origin.message.tp.partition
+        pending = self._pending.get(partition)
         if pending is None:
-            self._pending[asset] = (origin, [(mode, fill_id, offset, at_ms)])
+            self._pending[partition] = (origin, [(asset, mode, fill_id, offset, at_ms)])
         else:
-            pending[1].append((mode, fill_id, offset, at_ms))
+            pending[1].append((asset, mode, fill_id, offset, at_ms))
 
     def restore(
         self, asset: str, mode: str, fill_id: str, offset: int, at_ms: int, origin: Any
@@ -104,17 +123,17 @@ class FillIds:
         return True
 
     def flush(self) -> int:
-        """Write one record per asset for the entries recorded since the last flush;
-        how many records. Synchronous: the agent calls it before it awaits anything."""
+        """Write one record per input partition for the entries recorded since the last
+        flush; how many records. Synchronous: the agent calls it before it awaits
+        anything."""
         pending, self._pending = self._pending, {}
-        for asset, (origin, entries) in pending.items():
-            key = record_key(asset, entries[0][2])
+        for partition, (origin, entries) in pending.items():
+            key = record_key(partition, entries[0][3])
             with on_behalf_of(origin):
                 self.table[key] = encode(entries)
-            for mode, fill_id, offset, at_ms in entries:
+            for asset, mode, fill_id, offset, at_ms in entries:
                 self._index[(asset, mode, fill_id)] = (offset, at_ms, key)
-            newest = max(e[3] for e in entries)
-            partition = origin.message.tp.partition
+            newest = max(e[4] for e in entries)
             heapq.heappush(self._expiry.setdefault(partition, []), (newest, key))
         return len(pending)
 
@@ -129,23 +148,23 @@ class FillIds:
         for key, raw in list(self.table.items()):
             if not raw:
                 continue
-            asset = key.split(SEP, 1)[0]
             try:
-                entries = decode(raw)
+                entries = decode(key, raw)
+                partition = key_partition(key, self.partition_of)
             except (ValueError, TypeError):
                 continue
-            for mode, fill_id, offset, at_ms in entries:
+            for asset, mode, fill_id, offset, at_ms in entries:
                 seen = index.get((asset, mode, fill_id))
                 if seen is None or seen[0] < offset:
                     index[(asset, mode, fill_id)] = (offset, at_ms, key)
             if entries:
-                newest = max(e[3] for e in entries)
-                by_partition.setdefault(self.partition_of(asset), []).append((newest, key))
+                newest = max(e[4] for e in entries)
+                by_partition.setdefault(partition, []).append((newest, key))
         for heap in by_partition.values():
             heapq.heapify(heap)
         # Entries recorded but not flushed yet stay known.
-        for asset, (_, entries) in self._pending.items():
-            for mode, fill_id, offset, at_ms in entries:
+        for _, entries in self._pending.values():
+            for asset, mode, fill_id, offset, at_ms in entries:
                 index[(asset, mode, fill_id)] = (offset, at_ms, None)
         self._index = index
         self._expiry = by_partition
@@ -164,8 +183,7 @@ class FillIds:
                 raw = self.table.get(key)
                 if raw is None:
                     continue
-                asset = key.split(SEP, 1)[0]
-                for mode, fill_id, _offset, _at in decode(raw):
+                for asset, mode, fill_id, _offset, _at in decode(key, raw):
                     hit = self._index.get((asset, mode, fill_id))
                     if hit is not None and hit[2] == key:  # not recorded again since
                         del self._index[(asset, mode, fill_id)]

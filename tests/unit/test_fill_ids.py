@@ -213,6 +213,52 @@ def test_entries_expire_after_the_horizon_and_only_then() -> None:
 
 
 def test_record_form() -> None:
-    assert record_key("BTCUSDT", 42) == "BTCUSDT\x1f42"
-    entries = [("one-way", "e|1", 42, 1_700_000_000_000), ("hedge-long", "x", 43, 1)]
-    assert decode(encode(entries)) == entries
+    assert record_key(3, 42) == "#3\x1f42"
+    entries = [
+        ("BTCUSDT", "one-way", "e|1", 42, 1_700_000_000_000),
+        ("ETHUSDT", "hedge-long", "x", 43, 1),
+    ]
+    assert decode(record_key(3, 42), encode(entries)) == entries
+
+
+class On:
+    """An input event of `partition` at `offset`."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self.message = SimpleNamespace(tp=SimpleNamespace(partition=partition), offset=offset)
+
+
+def test_one_record_per_partition_per_batch_whatever_the_number_of_assets() -> None:
+    table: dict[str, Any] = {}
+    partition_of = {f"A{i}USDT": i % 2 for i in range(6)}
+    ids = FillIds(table, 3600, partition_of.__getitem__)
+    for offset, asset in enumerate(partition_of):
+        ids.record(
+            asset, "one-way", f"f-{asset}", 10 + offset, 0, On(partition_of[asset], 10 + offset)
+        )
+    assert ids.flush() == 2
+    assert sorted(table) == [record_key(0, 10), record_key(1, 11)]
+    assert decode(record_key(0, 10), table[record_key(0, 10)]) == [
+        ("A0USDT", "one-way", "f-A0USDT", 10, 0),
+        ("A2USDT", "one-way", "f-A2USDT", 12, 0),
+        ("A4USDT", "one-way", "f-A4USDT", 14, 0),
+    ]
+    ids.reindex(generation=1)  # rebuilt from the table alone
+    for offset, asset in enumerate(partition_of):
+        assert ids.applied_offset(asset, "one-way", f"f-{asset}") == 10 + offset
+    assert ids.sweep(On(0, 99), now_ms=HOUR_MS + 1) == 1  # partition 0's record only
+    assert list(table) == [record_key(1, 11)]
+    assert ids.applied_offset("A0USDT", "one-way", "f-A0USDT") is None
+    assert ids.applied_offset("A1USDT", "one-way", "f-A1USDT") == 11
+
+
+def test_a_record_of_the_earlier_per_asset_form_is_still_read_and_expires() -> None:
+    old_key = "BTCUSDT\x1f42"  # key asset + first offset; entries without the asset
+    table: dict[str, Any] = {old_key: encode([("one-way", "x-1", 42, 0)])}  # type: ignore[list-item]
+    ids = FillIds(table, 3600, lambda asset: 5)
+    ids.reindex(generation=1)
+    assert ids.applied_offset("BTCUSDT", "one-way", "x-1") == 42
+    assert ids.sweep(On(5, 99), now_ms=HOUR_MS - 1) == 0
+    assert ids.sweep(On(5, 99), now_ms=HOUR_MS + 1) == 1  # its asset's partition, 5
+    assert table == {}
+    assert ids.applied_offset("BTCUSDT", "one-way", "x-1") is None
