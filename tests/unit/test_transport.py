@@ -138,3 +138,10 @@ def test_the_web_server_installs_no_cors_response_hook() -> None:
     assert type(app.web) is Web
     assert app.web.cors  # what Faust's Web.on_start asserts
     assert len(app.web.web_app.on_response_prepare) == 0
+
+
+def test_no_sensor_records_each_event() -> None:
+    app = faust_app(Settings(app_id="pmtest-transport"))
+    app.on_init_dependencies()  # where Faust installs its monitor as a sensor
+    assert app.monitor not in set(app.sensors)
+    assert list(app.sensors) == []
