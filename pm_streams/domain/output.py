@@ -21,13 +21,21 @@ _OUT_SCALE = Decimal("1e-18")
 
 def decimal_text(d: Decimal) -> str:
     """A Decimal as every output shows it (SPEC §4 rev 2): plain, no exponent, no `-0`,
-    trailing zeros stripped, rounded half-even to at most 18 decimal places."""
-    exponent = d.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -18:
-        d = _OUT.quantize(d, _OUT_SCALE)
+    trailing zeros stripped, rounded half-even to at most 18 decimal places.
+
+    Spelt first, rounded only when the text shows more than 18 places (such a value
+    has more than 18 before normalizing too): `as_tuple()` on every value, to look at
+    its exponent, cost as much as the spelling."""
     if not d:
         return "0"
-    return format(_OUT.normalize(d), "f")
+    text = format(_OUT.normalize(d), "f")
+    dot = text.find(".")
+    if dot >= 0 and len(text) - dot - 1 > 18:
+        d = _OUT.quantize(d, _OUT_SCALE)
+        if not d:
+            return "0"
+        text = format(_OUT.normalize(d), "f")
+    return text
 
 
 def decimal_shown(d: Decimal) -> Decimal:

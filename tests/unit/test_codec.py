@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import orjson
 import pytest
@@ -249,6 +249,27 @@ def test_output_decimals_follow_one_rule(value: str, text: str) -> None:
 )
 def test_the_stored_decimal_is_the_shown_text_digit_for_digit(value: Decimal) -> None:
     assert decimal_shown(value).as_tuple() == Decimal(decimal_text(value)).as_tuple()
+
+
+def _rule(d: Decimal) -> str:
+    """SPEC §4 rev 2 spelt out: at most 18 places, half-even; no `-0`; plain, no
+    trailing zeros."""
+    if d.as_tuple().exponent < -18:  # type: ignore[operator]
+        d = d.quantize(Decimal("1e-18"), rounding=ROUND_HALF_EVEN, context=Context(prec=200))
+    if not d:
+        return "0"
+    return format(d.normalize(Context(prec=200)), "f")
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**40), 10**40).map(lambda i: Decimal(i).scaleb(-36))
+    | st.integers(-(10**30), 10**30).map(lambda i: Decimal(i).scaleb(-19))
+    | st.integers(-(10**6), 10**6).map(lambda i: Decimal(i).scaleb(30))
+    | st.sampled_from(["1E+150", "-7E+120", "1.000E+3", "-0", "0E+5", "0E-40"]).map(Decimal)
+)
+def test_the_output_text_follows_the_rule(value: Decimal) -> None:
+    assert decimal_text(value) == _rule(value)
 
 
 def test_a_record_written_before_funding_pnl_reads_as_zero_funding() -> None:
