@@ -36,6 +36,7 @@ from mode import Seconds, want_seconds
 from mode.services import WaitResults
 
 from pm_streams.logs import get_logger
+from pm_streams.runtime import buffer
 
 log = get_logger("pm_streams.runtime.transport")
 
@@ -121,6 +122,10 @@ class Producer(faust_aiokafka.Producer):
     Delete when Faust stops the consumer on a failed send itself."""
 
     failure: BaseException | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        buffer.install(self)
 
     async def send(self, *args: Any, **kwargs: Any) -> Any:
         sent: Any = await super().send(*args, **kwargs)  # an asyncio.Future
