@@ -138,24 +138,20 @@ async def publish_batch(channel: Any, messages: Sequence[Outgoing]) -> None:
     confirmations: list[asyncio.Future[Any]] = []
     async with channel.lock:
         first = channel.delivery_tag + 1
-        for offset, message in enumerate(messages):
-            future = channel.create_future()
-            channel.confirmations[first + offset] = future
-            channel.message_id_delivery_tag[message.message_id] = first + offset
-            confirmations.append(future)
-        channel.delivery_tag = first + len(messages) - 1
         try:
+            for offset, message in enumerate(messages):
+                future = channel.create_future()
+                confirmations.append(future)
+                channel.confirmations[first + offset] = future
+                channel.message_id_delivery_tag[message.message_id] = first + offset
+            channel.delivery_tag = first + len(messages) - 1
             await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
         except BaseException:
             # The broker has seen none of them: give the sequence numbers back.
             channel.delivery_tag = first - 1
-            for offset, (message, future) in enumerate(
-                zip(messages, confirmations, strict=False)  # fewer futures if one failed
-            ):
+            for offset in range(len(confirmations)):
                 channel.confirmations.pop(first + offset, None)
-                if channel.message_id_delivery_tag.get(message.message_id) == first + offset:
-                    channel.message_id_delivery_tag.pop(message.message_id)
-                future.cancel()
+            _forget(channel, messages, first, confirmations)
             raise
     try:
         for message, future in zip(messages, confirmations, strict=True):
@@ -167,8 +163,17 @@ async def publish_batch(channel: Any, messages: Sequence[Outgoing]) -> None:
                     f"{message.routing_key!r}: {reason or confirmation!r}"
                 )
     finally:
-        for offset, (message, future) in enumerate(zip(messages, confirmations, strict=True)):
-            if not future.done():
-                future.cancel()  # aiormq ignores a late confirm of a cancelled future
-            if channel.message_id_delivery_tag.get(message.message_id) == first + offset:
-                channel.message_id_delivery_tag.pop(message.message_id)
+        _forget(channel, messages, first, confirmations)
+
+
+def _forget(
+    channel: Any, messages: Sequence[Outgoing], first: int, futures: list[asyncio.Future[Any]]
+) -> None:
+    """Cancel the futures still waiting (aiormq ignores a late confirm of a cancelled
+    one) and drop the message ids that still point at this batch's delivery tags."""
+    ids = channel.message_id_delivery_tag
+    for offset, (message, future) in enumerate(zip(messages, futures, strict=False)):
+        if not future.done():
+            future.cancel()
+        if ids.get(message.message_id) == first + offset:
+            del ids[message.message_id]
