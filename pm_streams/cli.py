@@ -165,9 +165,12 @@ def _loop_or_none(settings: Settings) -> asyncio.AbstractEventLoop | None:
 
 
 def prepared_loop(settings: Settings) -> asyncio.AbstractEventLoop:
-    """The worker's event loop, after the data dir and the Kafka topics exist."""
+    """The worker's event loop, after the data dir and the Kafka topics exist (and
+    with the AMQP frame reader of `bridges.receive` for its connections)."""
+    from bridges import receive
     from pm_streams.topics import wait_for_kafka
 
+    receive.install()
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
