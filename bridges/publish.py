@@ -78,6 +78,12 @@ def _shortstr(value: bytes, field: str) -> bytes:
     return bytes((len(value),)) + value
 
 
+_CONTENT_TYPE_FIELD = _shortstr(CONTENT_TYPE, "content type")
+_TRACE_HEADER_KEY = _shortstr(TRACE_HEADER, "header") + b"S"  # a long-string value follows
+_DELIVERY_MODE_FIELD = bytes((PERSISTENT,))
+_DEFAULT_EXCHANGE = b"\x00"  # an empty short string
+
+
 def _frame(kind: int, channel: int, payload: bytes) -> bytes:
     return _FRAME_HEADER.pack(kind, channel, len(payload)) + payload + _FRAME_END
 
@@ -94,23 +100,21 @@ def publish_frames(
     method = b"".join(
         (
             _BASIC_PUBLISH,
-            b"\x00",  # the default exchange
+            _DEFAULT_EXCHANGE,
             _shortstr(message.routing_key.encode(), "routing key"),
             b"\x01" if mandatory else b"\x00",  # mandatory bit; immediate never
         )
     )
     trace = message.trace_id.encode()
-    headers = b"".join(
-        (_shortstr(TRACE_HEADER, "header"), b"S", struct.pack(">I", len(trace)), trace)
-    )
+    headers = b"".join((_TRACE_HEADER_KEY, struct.pack(">I", len(trace)), trace))
     body = message.body
     header = b"".join(
         (
             _CONTENT_PREFIX.pack(60, 0, len(body), _PROPERTY_FLAGS),
-            _shortstr(CONTENT_TYPE, "content type"),
+            _CONTENT_TYPE_FIELD,
             struct.pack(">I", len(headers)),
             headers,
-            bytes((PERSISTENT,)),
+            _DELIVERY_MODE_FIELD,
             _shortstr(message.message_id.encode(), "message id"),
         )
     )

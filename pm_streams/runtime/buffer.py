@@ -9,9 +9,10 @@ message: together 4 to 8 % of the worker per fill in a profile of the pipeline b
 
 `Buffer` keeps Faust's contract (messages are published in the order put, one at a
 time by `_handle_pending`; `flush_atmost(n)` returns after at most about `n` messages
-were sent, when the buffer is empty, or after 0.1 s without progress; `message_sent`
-is set after every send) with the size read off the queue and one plain future per
-flush wait. The threaded producer (`producer_threaded`) is not supported.
+were sent, when the buffer is empty, or after 0.1 s without progress) with the size
+read off the queue and one plain future per flush wait; Faust's `message_sent` event,
+which only its own `flush_atmost` waited on, is no longer set. The threaded producer
+(`producer_threaded`) is not supported.
 
 Upstream: faust-streaming's `ProducerBuffer.size` reads `app.conf.producer_threaded`
 per call and `flush_atmost` runs `asyncio.wait_for` per message.
@@ -67,7 +68,6 @@ class Buffer(ProducerBuffer):
             msg = await get_pending()
             await send_pending(msg)
             self.sent += 1
-            self.message_sent.set()
             progress = self._progress
             if progress is not None and not progress.done():
                 progress.set_result(None)
