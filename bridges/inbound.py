@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiormq.abc import DeliveredMessage
 from mode import Service
 
+from bridges import receive
 from pm_streams.backoff import Backoff
 from pm_streams.domain import (
     Event,
@@ -48,9 +49,10 @@ from pm_streams.settings import Settings
 log = get_logger("bridges.inbound")
 
 Parser = Callable[[bytes], Event]
-Message = DeliveredMessage
-"""A delivery as aiormq hands it over: aio-pika's consumer wraps each one in an
-`IncomingMessage` and a second task, a tenth of the bridge's cost per message."""
+Message = DeliveredMessage | receive.Delivery
+"""A delivery as aiormq hands it over (or the frame reader, `bridges.receive`):
+aio-pika's consumer wraps each one in an `IncomingMessage` and a second task, a tenth
+of the bridge's cost per message."""
 
 
 def parser_for(kind: str) -> Parser:
@@ -255,12 +257,11 @@ class InboundBridge(Service):
         )
         acker = asyncio.ensure_future(self._ack_loop(inflight, source))
 
-        async def deliver(message: Message) -> None:
-            inbox.put_nowait(message)
-
         amqp = await channel.get_underlay_channel()
-        await amqp.basic_consume(queue.name, deliver, no_ack=False)
-        return [forwarder, acker, asyncio.ensure_future(channel.closed())]
+        tag = await receive.consume(amqp, queue.name, inbox.put_nowait)
+        closed = asyncio.ensure_future(channel.closed())
+        closed.add_done_callback(lambda _: receive.unregister(tag))
+        return [forwarder, acker, closed]
 
     async def _forward_loop(
         self,
