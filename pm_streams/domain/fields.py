@@ -63,7 +63,12 @@ def _decimal(value: object, field: str) -> Decimal:
             raise RejectedInput(field, "not a finite number")
         d = Decimal(repr(value))
     elif isinstance(value, str):
-        d = _decimal_text(value.strip(), field)
+        text = value.strip()
+        d = _decimal_text(text, field)
+        if d == 0:
+            return abs(d)  # no "-0"
+        _check_bounds(d, field, _few_places(text))
+        return d
     else:
         raise RejectedInput(field, "not a number")
     if not d.is_finite():
@@ -84,9 +89,20 @@ def _decimal_text(text: str, field: str) -> Decimal:
     return Decimal(text)
 
 
-def _check_bounds(d: Decimal, field: str) -> None:
+def _few_places(text: str) -> bool:
+    """Whether a number's text (as `_NUMBER_RE` reads) has at most 18 decimal places
+    as written, so also after trailing zeros are dropped."""
+    if "e" in text or "E" in text:
+        return False
+    point = text.find(".")
+    return point < 0 or len(text) - point - 1 <= MAX_DECIMAL_PLACES
+
+
+def _check_bounds(d: Decimal, field: str, few_places: bool = False) -> None:
     if d.adjusted() >= 18:  # |d| >= 10^18, without arithmetic on a huge exponent
         raise RejectedInput(field, "out of range")
+    if few_places:
+        return
     exponent = _WIDE.normalize(d).as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
         raise RejectedInput(field, f"more than {MAX_DECIMAL_PLACES} decimal places")
@@ -230,7 +246,10 @@ def decode_json(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
         raise RejectedInput("body", "payload too large")
     try:
         text = body if isinstance(body, str) else bytes(body).decode("utf-8")
-        obj = _DECODER.decode(text)
+        # No escape and no control character anywhere in the text: then none is in a
+        # decoded key or string either, and only duplicate keys need a look.
+        plain = "\\" not in text and not _CONTROL_RE.search(text)
+        obj = (_PLAIN_DECODER if plain else _DECODER).decode(text)
     except RejectedInput:
         raise
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, ...
@@ -266,6 +285,14 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _json_object_plain(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`_json_object` for a text without escapes or control characters."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        return _json_object(pairs)  # names the duplicate key
+    return obj
+
+
 def _json_number(text: str) -> Decimal:
     if len(text) > 64:
         raise RejectedInput("body", "a number longer than 64 characters")
@@ -285,6 +312,12 @@ def _json_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_json_object,
+    parse_float=_json_number,
+    parse_int=_json_int,
+    parse_constant=_json_constant,
+)
+_PLAIN_DECODER = json.JSONDecoder(
+    object_pairs_hook=_json_object_plain,
     parse_float=_json_number,
     parse_int=_json_int,
     parse_constant=_json_constant,

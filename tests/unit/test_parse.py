@@ -9,10 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pm_streams.domain import (
     RejectedInput,
     decode_json,
+    fields,
     parse_order_executed,
     parse_position_update,
 )
@@ -583,3 +586,67 @@ def test_seq_and_updated_time_must_fit_a_signed_64_bit_integer() -> None:
         err = rejected(pp, position(**{field: "9" * 19}))
         assert err.field == field
     assert rejected(pp, position(seq=-2)).field == "seq"
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x85", "\x9f"])
+def test_a_raw_control_character_in_a_compact_body_is_rejected(char: str) -> None:
+    body = orjson.dumps(order(execution_id=f"e-{char}1"))
+    assert b"\\" not in body  # orjson writes these characters as they are
+    assert (rejected(decode_json, body).field, char) == ("execution_id", char)
+
+
+json_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)
+json_value = st.recursive(
+    st.one_of(json_text, st.integers(-(2**63), 2**63 - 1), st.none(), st.booleans()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(st.tuples(json_text, inner), max_size=4),  # pairs: duplicates allowed
+    ),
+    max_leaves=8,
+)
+
+
+def _json(value: Any) -> str:
+    """JSON text of a value where a list of pairs is an object (keys may repeat)."""
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        return "{" + ",".join(f"{_json(k)}:{_json(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    return orjson.dumps(value).decode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(pairs=st.lists(st.tuples(json_text, json_value), max_size=5))
+def test_the_plain_text_decoder_agrees_with_the_checking_one(pairs: list[Any]) -> None:
+    """Texts without escapes or control characters take a decoder that only looks for
+    duplicate keys: same objects, same rejections as the one that checks every string."""
+    text = "{" + ",".join(f"{_json(k)}:{_json(v)}" for k, v in pairs) + "}"
+
+    def outcome(decode: Any) -> Any:
+        try:
+            return decode(text)
+        except RejectedInput as exc:
+            return (exc.field, exc.reason)
+
+    assert outcome(decode_json) == outcome(fields._DECODER.decode)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.100000000000000000000", Decimal("0.1")),  # 21 places as written, 1 in value
+        ("1.000000000000000001", Decimal("1.000000000000000001")),  # 18
+        ("1.0000000000000000001", "more than 18 decimal places"),  # 19
+        ("12e-19", "more than 18 decimal places"),
+        ("100e-20", Decimal("1E-18")),
+        ("-0.000", Decimal("0")),
+        (" 7. ", Decimal("7")),
+    ],
+)
+def test_decimal_places_are_counted_on_the_value_not_the_text(text: str, expected: Any) -> None:
+    try:
+        got: Any = fields.read_opt_decimal({"x": text}, "x")
+    except RejectedInput as exc:
+        got = exc.reason
+    assert got == expected
+    assert not (isinstance(got, Decimal) and got.is_signed() and got.is_zero())
