@@ -40,21 +40,9 @@ def decimal_text(d: Decimal) -> str:
 
 def decimal_shown(d: Decimal) -> Decimal:
     """The Decimal that `decimal_text(d)` spells, digit for digit (the same sign, digits
-    and exponent as `Decimal(decimal_text(d))`), without the text in between: what the
-    sink stores, so Postgres holds what the API shows."""
-    exponent = d.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -18:
-        d = _OUT.quantize(d, _OUT_SCALE)
-    if not d:
-        return _ZERO
-    d = _OUT.normalize(d)
-    sign, digits, exponent = d.as_tuple()
-    if isinstance(exponent, int) and exponent > 0:  # 1E+2 is spelt 100
-        return Decimal((sign, digits + (0,) * exponent, 0))
-    return d
-
-
-_ZERO = Decimal(0)
+    and exponent): what the sink stores, so Postgres holds what the API shows. Read
+    back from the text: cheaper than normalizing and taking the digits apart again."""
+    return Decimal(decimal_text(d))
 
 
 def _plain(d: Decimal, places: int | None) -> str:
