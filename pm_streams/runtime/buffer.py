@@ -14,18 +14,37 @@ read off the queue and one plain future per flush wait; Faust's `message_sent` e
 which only its own `flush_atmost` waited on, is no longer set. The threaded producer
 (`producer_threaded`) is not supported.
 
+A message for a Kafka topic (a table's changelog record, a `send_soon`) is handed to
+the aiokafka producer here, as Faust's `Topic.publish_message` and its producer's
+`send` would, without their layers per record (the producer lookup, the sensor and
+signal hooks with nothing connected, the transaction branch): the send is checked by
+`transport.Producer` as every send of the worker, and the message's future and its
+callback (a table's persisted offset) are settled as Faust's `_on_published` does.
+Other channels, and a transactional app, take Faust's own path.
+
 Upstream: faust-streaming's `ProducerBuffer.size` reads `app.conf.producer_threaded`
-per call and `flush_atmost` runs `asyncio.wait_for` per message.
+per call and `flush_atmost` runs `asyncio.wait_for` per message; each buffered message
+goes through `Topic.publish_message` and `Producer.send`.
 Delete when: faust's buffer does neither.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
+from faust.topics import Topic
 from faust.transport.producer import ProducerBuffer
+from faust.types import ProcessingGuarantee
 from mode import Service
+
+from pm_streams.logs import get_logger
+
+log = get_logger("pm_streams.runtime.buffer")
 
 NO_PROGRESS = 0.1
 """Seconds `flush_atmost` waits for the next send before it returns, as Faust's does."""
@@ -59,6 +78,31 @@ class Buffer(ProducerBuffer):
                 break
         return self.sent - first
 
+    async def _send_pending(self, fut: Any) -> None:
+        message = fut.message
+        channel = message.channel
+        app: Any = self.app
+        if type(channel) is not Topic or app.conf.processing_guarantee != _AT_LEAST_ONCE:
+            await channel.publish_message(fut, wait=False)
+            return
+        producer = app.producer
+        topic = channel.get_topic_name()
+        headers = message.headers
+        timestamp = message.timestamp
+        try:
+            sent = await producer._ensure_producer().send(
+                topic,
+                message.value,
+                key=message.key,
+                partition=message.partition,
+                timestamp_ms=int(timestamp * 1000.0) if timestamp else timestamp,
+                headers=list(headers.items()) if isinstance(headers, Mapping) else headers,
+            )
+        except KafkaError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        sent.add_done_callback(partial(producer.check_sent, topic))
+        sent.add_done_callback(partial(_published, fut))
+
     # mode starts a service's tasks by name; an override must be a task as well.
     @Service.task
     async def _handle_pending(self) -> None:
@@ -71,6 +115,22 @@ class Buffer(ProducerBuffer):
             progress = self._progress
             if progress is not None and not progress.done():
                 progress.set_result(None)
+
+
+_AT_LEAST_ONCE = ProcessingGuarantee.AT_LEAST_ONCE
+
+
+def _published(fut: Any, sent: asyncio.Future[Any]) -> None:
+    """Settle a buffered message from its send, as Faust's `Topic._on_published`."""
+    try:
+        result = sent.result()
+    except Exception as exc:
+        fut.set_exception(exc)
+        log.warning("send_failed", topic=fut.message.channel.get_topic_name(), error=repr(exc))
+    else:
+        fut.set_result(result)
+        if fut.message.callback:
+            fut.message.callback(fut)
 
 
 def install(producer: Any) -> None:

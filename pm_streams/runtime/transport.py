@@ -130,10 +130,10 @@ class Producer(faust_aiokafka.Producer):
     async def send(self, *args: Any, **kwargs: Any) -> Any:
         sent: Any = await super().send(*args, **kwargs)  # an asyncio.Future
         topic = args[0] if args else kwargs.get("topic", "?")
-        sent.add_done_callback(partial(self._check_sent, topic))
+        sent.add_done_callback(partial(self.check_sent, topic))
         return sent
 
-    def _check_sent(self, topic: str, sent: asyncio.Future[Any]) -> None:
+    def check_sent(self, topic: str, sent: asyncio.Future[Any]) -> None:
         if sent.cancelled():
             self.failed(topic, asyncio.CancelledError("send cancelled"))
         elif (exc := sent.exception()) is not None:
