@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,17 @@ from pm_streams.settings import Settings
 from tables.migrate import apply_migrations
 
 log = get_logger("tables.db")
+
+
+async def text_numerics(conn: asyncpg.Connection) -> None:
+    """Send and read `numeric` as text: a value goes as the text the API shows (or
+    `str` of a Decimal) and comes back as the Decimal of Postgres's own text, exact
+    both ways. asyncpg's binary numeric encoder took the digits apart per value: twice
+    the sink's CPU per row of its text form (about 17 against 9 us for a position row
+    of 13 numbers)."""
+    await conn.set_type_codec(
+        "numeric", encoder=str, decoder=Decimal, schema="pg_catalog", format="text"
+    )
 
 
 async def connect(settings: Settings) -> asyncpg.Connection:
@@ -57,6 +69,7 @@ class Database(Service):
                     timeout=5,
                     command_timeout=10,
                     server_settings={"search_path": self.settings.postgres_schema},
+                    init=text_numerics,
                 )
                 log.info("postgres_ready", migrations_applied=applied)
                 return

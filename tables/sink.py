@@ -9,8 +9,9 @@ The sink never stalls on one record (SPEC §9 rev 2). A record it cannot decode,
 whose rows Postgres refuses (a data or constraint error, not a lost connection), is
 written to `sink_rejects` with the error, logged and counted, and every other record
 of the batch still lands: the batch is then written record by record, each in a
-savepoint. Money columns are written as the API shows them (`decimal_shown`, the value
-`decimal_text` spells).
+savepoint. Money columns are written as the API shows them: the text `decimal_text`
+spells, which Postgres reads into `numeric` digit for digit (`tables.db` sends numerics
+as text).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiokafka import ConsumerRecord
 
 from pm_streams.consumer import BatchConsumer, decoded
 from pm_streams.deps import Deps
-from pm_streams.domain import Book, Position, decimal_shown, features
+from pm_streams.domain import Book, Position, decimal_text, features
 from pm_streams.exposure import Exposure
 from pm_streams.logs import get_logger
 from pm_streams.stored import SharedDecode
@@ -64,9 +65,9 @@ REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 connection's. Anything else fails the batch, which is retried from Kafka."""
 
 
-def _shown(d: Decimal | None) -> Decimal | None:
+def _shown(d: Decimal | None) -> str | None:
     """The value the API shows (SPEC §4 rev 2), so Postgres holds the same digits."""
-    return None if d is None else decimal_shown(d)
+    return None if d is None else decimal_text(d)
 
 
 def position_row(p: Position, clock_now: Any, total_exposure: Decimal) -> tuple[Any, ...]:

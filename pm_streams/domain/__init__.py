@@ -25,7 +25,7 @@ from pm_streams.domain.model import (
     ScheduleValidation,
     SnapshotTaken,
 )
-from pm_streams.domain.output import decimal_shown, decimal_text, iso, position_to_dict
+from pm_streams.domain.output import decimal_text, iso, position_to_dict
 from pm_streams.domain.parse import parse_order_executed, parse_position_update
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "ScheduleValidation",
     "SnapshotTaken",
     "apply",
-    "decimal_shown",
     "decimal_text",
     "decode_json",
     "event_from_bytes",

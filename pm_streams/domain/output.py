@@ -38,13 +38,6 @@ def decimal_text(d: Decimal) -> str:
     return text
 
 
-def decimal_shown(d: Decimal) -> Decimal:
-    """The Decimal that `decimal_text(d)` spells, digit for digit (the same sign, digits
-    and exponent): what the sink stores, so Postgres holds what the API shows. Read
-    back from the text: cheaper than normalizing and taking the digits apart again."""
-    return Decimal(decimal_text(d))
-
-
 def _plain(d: Decimal, places: int | None) -> str:
     if places is not None:
         d = _OUT.quantize(d, Decimal(1).scaleb(-places))

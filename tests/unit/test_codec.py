@@ -23,7 +23,6 @@ from pm_streams.domain import (
     Publish,
     ScheduleValidation,
     SnapshotTaken,
-    decimal_shown,
     decimal_text,
     event_from_bytes,
     event_to_bytes,
@@ -238,17 +237,6 @@ def test_position_to_dict_plain_numbers() -> None:
 )
 def test_output_decimals_follow_one_rule(value: str, text: str) -> None:
     assert decimal_text(Decimal(value)) == text
-    assert decimal_shown(Decimal(value)).as_tuple() == Decimal(text).as_tuple()
-
-
-@given(
-    st.decimals(allow_nan=False, allow_infinity=False)
-    | st.integers(-(10**40), 10**40).map(lambda i: Decimal(i).scaleb(-36))
-    | st.integers(-(10**6), 10**6).map(lambda i: Decimal(i).scaleb(30))
-    | st.sampled_from(["1E+150", "-7E+120", "1.000E+3", "-0", "0E+5", "0E-40"]).map(Decimal)
-)
-def test_the_stored_decimal_is_the_shown_text_digit_for_digit(value: Decimal) -> None:
-    assert decimal_shown(value).as_tuple() == Decimal(decimal_text(value)).as_tuple()
 
 
 def _rule(d: Decimal) -> str:
