@@ -82,6 +82,11 @@ def _quarantine(metrics: Metrics, event: Any, exc: Exception) -> None:
     )
 
 
+def _count_changes(metrics: Metrics, kinds: dict[str, int]) -> None:
+    for kind, n in kinds.items():
+        metrics.inc("pm_portfolio_changes_total", n, result=kind)
+
+
 # --------------------------------------------------------------------------- wiring
 
 
@@ -269,6 +274,7 @@ class Portfolio:
         latest: Totals | None = None
         last: Any = None
         crossings: list[Totals] = []
+        kinds: dict[str, int] = {}  # decision kind -> contributions (one metric update each)
         now = self.clock.now()
         for event in events:
             last = event
@@ -288,7 +294,7 @@ class Portfolio:
                     now=now,
                     max_exposure=self.max_exposure,
                 )
-                metrics.inc("pm_portfolio_changes_total", result=decision.kind)
+                kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
                 if decision.write_contribution:
                     pending[new.asset] = new
                 if decision.totals is None:
@@ -302,6 +308,7 @@ class Portfolio:
                 )
                 if decision.crossed_limit:
                     crossings.append(totals)
+        _count_changes(metrics, kinds)
         with on_behalf_of(last):
             if latest is not None:
                 self.totals_table[TOTALS_KEY] = latest.to_bytes()

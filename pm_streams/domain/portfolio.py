@@ -207,12 +207,14 @@ class Totals:
         max_exposure: Decimal | None = None,
         index: int = 0,
     ) -> Totals:
-        """Totals with `old` (the asset's previous contribution) replaced by `new`."""
+        """Totals with `old` (the asset's previous contribution) replaced by `new`.
+        Built in one constructor call: `dataclasses.replace` looks the fields up on
+        every call, and this runs once per contribution."""
         with localcontext(AGGREGATE_CONTEXT):
             o = old
-            t = replace(
-                self,
-                exposure=self.exposure + new.exposure - (o.exposure if o else ZERO),
+            exposure = self.exposure + new.exposure - (o.exposure if o else ZERO)
+            return Totals(
+                exposure=exposure,
                 net=self.net + new.net - (o.net if o else ZERO),
                 unrealized=self.unrealized + new.unrealized - (o.unrealized if o else ZERO),
                 realized=self.realized + new.realized - (o.realized if o else ZERO),
@@ -223,9 +225,9 @@ class Totals:
                 last_offset=offset,
                 last_index=index,
                 calculated_at=now,
+                limit_exceeded=exceeds(exposure, max_exposure),
                 trace_id=new.trace_id,
             )
-        return replace(t, limit_exceeded=exceeds(t.exposure, max_exposure))
 
     @property
     def total_pnl(self) -> Decimal:
