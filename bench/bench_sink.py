@@ -51,7 +51,7 @@ from pm_streams.metrics import Metrics
 from pm_streams.settings import Settings
 from pm_streams.stored import Stored, stored_to_bytes
 from pm_streams.topics import ensure_topics
-from tables.db import Database
+from tables.db import Database, text_numerics
 from tables.ledger import INSERT_LEDGER, LEDGER_COLUMNS, ledger_rows
 from tables.sink import POSITION_COLUMNS, UPSERT_POSITION, PostgresSink, coalesce, position_row
 from tables.snapshots import Snapshots
@@ -148,6 +148,30 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def binary_numerics(
+    conn: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """`rows` with the values of `table`'s numeric columns as Decimals."""
+    numeric = {
+        r["column_name"]
+        for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = $1 "
+            "AND data_type = 'numeric'",
+            table,
+        )
+    }
+    wanted = [i for i, c in enumerate(columns) if c in numeric]
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in wanted:
+            if values[i] is not None:
+                values[i] = Decimal(values[i])
+        out.append(tuple(values))
+    return out
+
+
 async def bench_throughput(n: int) -> None:
     books = changes(n)
     async with Rig() as rig:
@@ -182,15 +206,20 @@ async def bench_throughput(n: int) -> None:
                 await conn.executemany(INSERT_LEDGER, led_rows)
             em = time.perf_counter() - started
             await conn.execute("TRUNCATE positions, position_fills")
+            # COPY is binary in asyncpg: numerics as Decimals, with asyncpg's own codec.
+            await conn.reset_type_codec("numeric", schema="pg_catalog")
+            pos_bin = await binary_numerics(conn, "positions", POSITION_COLUMNS, pos_rows)
+            led_bin = await binary_numerics(conn, "position_fills", LEDGER_COLUMNS, led_rows)
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.copy_records_to_table(
-                    "positions", records=pos_rows, columns=list(POSITION_COLUMNS)
+                    "positions", records=pos_bin, columns=list(POSITION_COLUMNS)
                 )
                 await conn.copy_records_to_table(
-                    "position_fills", records=led_rows, columns=list(LEDGER_COLUMNS)
+                    "position_fills", records=led_bin, columns=list(LEDGER_COLUMNS)
                 )
             cp = time.perf_counter() - started
+            await text_numerics(conn)
     sink_rate = written / elapsed
     print(
         f"raw executemany: {rows:,} rows in {em:.2f}s = {rows / em:,.0f} rows/s; "
