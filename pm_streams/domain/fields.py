@@ -52,6 +52,7 @@ def _decimal(value: object, field: str) -> Decimal:
     number arrives as the `Decimal` of its own text: `decode_json`)."""
     if isinstance(value, bool):
         raise RejectedInput(field, "not a number")
+    few_places = False
     if isinstance(value, Decimal):
         d = value
     elif isinstance(value, int):
@@ -65,17 +66,14 @@ def _decimal(value: object, field: str) -> Decimal:
     elif isinstance(value, str):
         text = value.strip()
         d = _decimal_text(text, field)
-        if d == 0:
-            return abs(d)  # no "-0"
-        _check_bounds(d, field, _few_places(text))
-        return d
+        few_places = _few_places(text)
     else:
         raise RejectedInput(field, "not a number")
     if not d.is_finite():
         raise RejectedInput(field, "not a finite number")
     if d == 0:
         return abs(d)  # no "-0"
-    _check_bounds(d, field)
+    _check_bounds(d, field, few_places)
     return d
 
 

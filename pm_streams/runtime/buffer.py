@@ -55,6 +55,7 @@ class Buffer(ProducerBuffer):
         super().__post_init__()
         self.sent = 0
         self._progress: asyncio.Future[None] | None = None
+        self.direct = False  # `install`: whether Kafka topics' messages are sent here
 
     def put(self, fut: Any) -> None:
         self.pending.put_nowait(fut)
@@ -81,11 +82,10 @@ class Buffer(ProducerBuffer):
     async def _send_pending(self, fut: Any) -> None:
         message = fut.message
         channel = message.channel
-        app: Any = self.app
-        if type(channel) is not Topic or app.conf.processing_guarantee != _AT_LEAST_ONCE:
+        if not self.direct or type(channel) is not Topic:
             await channel.publish_message(fut, wait=False)
             return
-        producer = app.producer
+        producer: Any = self.app.producer  # type: ignore[union-attr]
         topic = channel.get_topic_name()
         headers = message.headers
         timestamp = message.timestamp
@@ -117,9 +117,6 @@ class Buffer(ProducerBuffer):
                 progress.set_result(None)
 
 
-_AT_LEAST_ONCE = ProcessingGuarantee.AT_LEAST_ONCE
-
-
 def _published(fut: Any, sent: asyncio.Future[Any]) -> None:
     """Settle a buffered message from its send, as Faust's `Topic._on_published`."""
     try:
@@ -139,4 +136,6 @@ def install(producer: Any) -> None:
         raise RuntimeError("the threaded producer keeps Faust's own buffer")
     buffer = Buffer(loop=producer.loop, beacon=producer.beacon)
     buffer.app = producer.app
+    # Settings are read once: through Faust's registry they cost a lookup per message.
+    buffer.direct = producer.app.conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE
     producer.buffer = buffer
