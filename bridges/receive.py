@@ -154,7 +154,7 @@ async def consume(channel: Any, queue: str, callback: Callable[[Any], None]) -> 
 class _Pending:
     """A delivery whose content frames are still to come."""
 
-    __slots__ = ("body", "consumer", "fields", "raw_header", "size")
+    __slots__ = ("body", "consumer", "fields", "raw_header", "received", "size")
 
     def __init__(self, consumer: _Consumer, fields: tuple[str, int, bool, str, str]) -> None:
         self.consumer = consumer
@@ -162,6 +162,7 @@ class _Pending:
         self.raw_header = b""
         self.size = -1  # until the content header is read
         self.body: list[bytes] = []
+        self.received = 0  # bytes of body so far
 
 
 def _parse_deliver(payload: bytes) -> tuple[str, int, bool, str, str]:
@@ -198,20 +199,24 @@ class FrameReceiver(aiormq.connection.FrameReceiver):
                     if channel in self.pending:
                         self._abandon(channel)
                     if rest.startswith(_DELIVER) and self._deliver(channel, rest[:-1]):
-                        if time.monotonic() - self.handed_at < _KEEPALIVE:
-                            continue
-                        return self._handed(8, 0, Heartbeat())
+                        if self._keepalive_due():
+                            return self._handed(8, 0, Heartbeat())
+                        continue
                 elif kind in (_CONTENT_HEADER, _BODY) and channel in self.pending:
                     self._content(kind, channel, rest[:-1])
-                    if time.monotonic() - self.handed_at < _KEEPALIVE:
-                        continue
-                    return self._handed(8, 0, Heartbeat())
+                    if self._keepalive_due():
+                        return self._handed(8, 0, Heartbeat())
+                    continue
                 if kind == _BODY:
                     return self._handed(size + 8, channel, ContentBody(rest[:-1]))
             try:
                 return self._handed(*pamqp.frame.unmarshal(head + rest))
             except PAMQPException as e:
                 raise InvalidFrameError(str(e)) from e
+
+    def _keepalive_due(self) -> bool:
+        """Whether aiormq should see a frame now, after frames taken here."""
+        return time.monotonic() - self.handed_at >= _KEEPALIVE
 
     def _handed(self, weight: int, channel: int, frame: Any) -> tuple[int, int, Any]:
         self.handed_at = time.monotonic()
@@ -276,11 +281,12 @@ class FrameReceiver(aiormq.connection.FrameReceiver):
             pending.size = _BODY_SIZE.unpack_from(payload)[2]
         elif kind == _BODY:
             pending.body.append(payload)
+            pending.received += len(payload)
         else:
             raise InvalidFrameError(f"a second content header on channel {channel}")
-        body = pending.body
-        if sum(len(part) for part in body) < pending.size:
+        if pending.received < pending.size:
             return
+        body = pending.body
         del self.pending[channel]
         delivery = Delivery(
             *pending.fields,
