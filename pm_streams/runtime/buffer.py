@@ -31,11 +31,14 @@ Delete when: faust's buffer does neither.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
 from faust.topics import Topic
 from faust.transport.producer import ProducerBuffer
@@ -49,6 +52,9 @@ log = get_logger("pm_streams.runtime.buffer")
 NO_PROGRESS = 0.1
 """Seconds `flush_atmost` waits for the next send before it returns, as Faust's does."""
 
+LARGE = 64 * 1024
+"""Bytes of key and value from which a record takes aiokafka's `send` (its size checks)."""
+
 
 class Buffer(ProducerBuffer):
     def __post_init__(self) -> None:
@@ -56,6 +62,8 @@ class Buffer(ProducerBuffer):
         self.sent = 0
         self._progress: asyncio.Future[None] | None = None
         self.direct = False  # `install`: whether Kafka topics' messages are sent here
+        self._batched: dict[Any, list[tuple[Any, int, int]]] = {}
+        """aiokafka batch -> the records `_append` put into it (future, offset, time)."""
 
     def put(self, fut: Any) -> None:
         self.pending.put_nowait(fut)
@@ -78,6 +86,85 @@ class Buffer(ProducerBuffer):
             except TimeoutError:
                 break
         return self.sent - first
+
+    def _append(self, fut: Any) -> bool:
+        """Append a buffered Kafka record to aiokafka's open batch of its partition, as
+        `AIOKafkaProducer.send` would, without the per-record future, coroutine and
+        done callbacks: the batch's own future settles every record appended here
+        (`_settle`). False when the record must take `_send_pending` (not a Kafka
+        topic, a topic whose partitions are not known yet, a full batch, a large
+        record, a closed or failed producer): there aiokafka waits or raises itself."""
+        if not self.direct:
+            return False
+        message = fut.message
+        channel = message.channel
+        if type(channel) is not Topic:
+            return False
+        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]
+        accumulator = getattr(kafka, "_message_accumulator", None)
+        if accumulator is None or accumulator._closed or accumulator._exception is not None:
+            return False
+        topic = channel.get_topic_name()
+        key, value = message.key, message.value
+        if len(value or b"") + len(key or b"") > LARGE:
+            return False
+        known = kafka._metadata.partitions_for_topic(topic)
+        partition = message.partition
+        if not known or (partition is not None and partition not in known):
+            return False  # `send` waits for the topic's metadata (and keeps it fresh)
+        if partition is None:
+            partition = kafka._partition(topic, None, key, value, key, value)
+        tp = TopicPartition(topic, partition)
+        queued = accumulator._batches.get(tp)
+        batch = (
+            queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
+        )
+        timestamp = message.timestamp
+        headers = message.headers
+        appended = batch._builder.append(
+            timestamp=int(timestamp * 1000.0) if timestamp else None,
+            key=key,
+            value=value,
+            headers=list(headers.items()) if isinstance(headers, Mapping) else headers or [],
+        )
+        if appended is None:  # the batch is full: `send` waits for it to be drained
+            return False
+        waiting = self._batched.get(batch)
+        if waiting is None:
+            waiting = self._batched[batch] = []
+            batch.future.add_done_callback(partial(self._settle, batch, topic, kafka))
+        waiting.append((fut, appended.offset, appended.timestamp))
+        return True
+
+    def _settle(self, batch: Any, topic: str, kafka: Any, done: asyncio.Future[Any]) -> None:
+        """Settle the records `_append` put into `batch` from the batch's result."""
+        waiting = self._batched.pop(batch, ())
+        exc = _failure(done)
+        if exc is not None:
+            self.app.producer.failed(topic, exc)  # type: ignore[union-attr]
+            for fut, _, _ in waiting:
+                fut.set_exception(copy.copy(exc))
+            log.warning("send_failed", topic=topic, error=repr(exc), records=len(waiting))
+            return
+        result = done.result()
+        tp = batch.tp
+        base, timestamp, log_start = result.offset, result.timestamp, result.log_start_offset
+        kind = 0 if timestamp == -1 else 1
+        for fut, offset, own_timestamp in waiting:
+            fut.set_result(
+                RecordMetadata(
+                    topic,
+                    tp.partition,
+                    tp,
+                    base + offset,
+                    own_timestamp if timestamp == -1 else timestamp,
+                    kind,
+                    log_start,
+                )
+            )
+            callback = fut.message.callback
+            if callback:
+                callback(fut)
 
     async def _send_pending(self, fut: Any) -> None:
         message = fut.message
@@ -106,15 +193,27 @@ class Buffer(ProducerBuffer):
     # mode starts a service's tasks by name; an override must be a task as well.
     @Service.task
     async def _handle_pending(self) -> None:
-        get_pending = self.pending.get
+        pending = self.pending
+        append = self._append
         send_pending = self._send_pending
         while not self.should_stop:
-            msg = await get_pending()
-            await send_pending(msg)
-            self.sent += 1
-            progress = self._progress
-            if progress is not None and not progress.done():
-                progress.set_result(None)
+            msg = await pending.get()
+            while True:  # then what is queued already, without a wait per record
+                if not append(msg):
+                    await send_pending(msg)
+                self.sent += 1
+                progress = self._progress
+                if progress is not None and not progress.done():
+                    progress.set_result(None)
+                if pending.empty():
+                    break
+                msg = pending.get_nowait()
+
+
+def _failure(done: asyncio.Future[Any]) -> BaseException | None:
+    if done.cancelled():
+        return asyncio.CancelledError("send cancelled")
+    return done.exception()
 
 
 def _published(fut: Any, sent: asyncio.Future[Any]) -> None:

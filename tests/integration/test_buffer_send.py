@@ -21,18 +21,28 @@ from tests.support.kafka import first_record
 pytestmark = pytest.mark.integration
 
 
+async def _create(name: str, partitions: int, config: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=Settings().kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+
+
+async def _records(tp: TopicPartition, n: int) -> list[Any]:
+    out: list[Any] = []
+    await first_record(tp, lambda r: out.append(r) or len(out) >= n)
+    return out
+
+
 async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    name = f"test-buffer-{run}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=Settings().kafka_bootstrap)
-    await admin.start()
-    try:
-        topic_config = {"max.message.bytes": "2000"}
-        await admin.create_topics([NewTopic(name, 2, 1, topic_configs=topic_config)])
-    finally:
-        await admin.close()
+    name, wide = f"test-buffer-{run}", f"test-buffer-wide-{run}"
+    await _create(name, 2, {"max.message.bytes": "2000"})
+    await _create(wide, 3, {})
     app = faust_app(Settings(app_id=f"pmtest-buffer-{run}"))
     crashed: list[BaseException] = []
 
@@ -41,7 +51,16 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
 
     monkeypatch.setattr(app, "crash", crash)
     topic = app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    keyed = app.topic(wide, key_type=bytes, value_type=bytes, value_serializer="raw")
     producer: Any = app.producer
+    took: list[bool] = []  # per record: appended to aiokafka's batch, or sent by `send`
+    append = producer.buffer._append
+
+    def spy(fut: Any) -> bool:
+        took.append(append(fut))
+        return took[-1]
+
+    producer.buffer._append = spy  # before start: the sender task binds it then
     await producer.start()
     try:
         called: list[Any] = []
@@ -55,6 +74,13 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
             )
             for i in range(10)
         ]
+        # Partition by key (no partition given): the first of a topic whose partitions
+        # are not known yet and a record over `buffer.LARGE` take aiokafka's `send`, the
+        # others are appended to its batches; per partition they keep their order.
+        values = [b"x" * 70_000 if i == 7 else f"w{i}".encode() for i in range(30)]
+        keyed_futs = [
+            keyed.send_soon(key=f"a{i % 5}".encode(), value=v) for i, v in enumerate(values)
+        ]
         await asyncio.wait_for(producer.flush(), 10)
         await asyncio.sleep(0.1)  # done callbacks
         assert [f.result().offset for f in futs] == [i // 2 for i in range(10)]
@@ -63,11 +89,27 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
         record = await first_record(TopicPartition(name, 1), lambda r: r.offset == 2)
         assert (record.key, record.value, record.timestamp) == (b"k5", b"v5", 1_700_000_005_500)
 
+        assert took.count(True) >= 30 and took.count(False) >= 3  # both paths were taken
+        by_partition: dict[int, list[tuple[bytes, int]]] = {}
+        for i, f in enumerate(keyed_futs):
+            by_partition.setdefault(f.result().partition, []).append((values[i], f.result().offset))
+        assert len(by_partition) > 1
+        for partition, sent in by_partition.items():
+            assert [offset for _, offset in sent] == list(range(len(sent)))
+            stored = await _records(TopicPartition(wide, partition), len(sent))
+            assert [(r.value, r.offset) for r in stored] == sent
+            keys = {r.key for r in stored}
+            assert all(
+                keyed_futs[i].result().partition == partition
+                for i in range(30)
+                if f"a{i % 5}".encode() in keys
+            )
+
         too_big = topic.send_soon(key=b"big", value=b"x" * 5000, partition=0)
         await asyncio.wait_for(producer.flush(), 10)
         await asyncio.sleep(0.1)
         assert too_big.done() and too_big.exception() is not None
-        assert producer.failure is too_big.exception()
+        assert type(producer.failure) is type(too_big.exception())
         assert crashed == [producer.failure]
     finally:
         await producer.stop()
