@@ -105,18 +105,27 @@ def contributions_from_bytes(raw: bytes) -> list[Contribution]:
     return [CONTRIBUTION.decode(o)]
 
 
+_add, _sub, _mul = AGGREGATE_CONTEXT.add, AGGREGATE_CONTEXT.subtract, AGGREGATE_CONTEXT.multiply
+"""The aggregate context's operations, called directly: exact as under `localcontext`,
+without entering and leaving a context per call (a contribution is computed per changed
+asset per batch, and taken once per change by the portfolio agent)."""
+
+
+def _fixed(x: Decimal) -> Decimal:
+    """`x` at `SCALE` (20 places), shortest form; zero as `ZERO`."""
+    return x.quantize(SCALE, context=AGGREGATE_CONTEXT).normalize(AGGREGATE_CONTEXT) if x else ZERO
+
+
 def exposure_of(book: Book) -> Decimal:
     """The asset's exposure (open legs, |size| times the leg's price): its contribution's,
     and what the outputs value every change with against the portfolio's total."""
-    with localcontext(AGGREGATE_CONTEXT):
-        exposure = ZERO
-        for leg in book.legs:
-            if leg.size:
-                price = leg.current_price
-                exposure += abs(leg.size) * (
-                    price if price is not None else leg.average_entry_price
-                )
-        return exposure.quantize(SCALE).normalize() if exposure else ZERO
+    exposure = ZERO
+    for leg in book.legs:
+        if leg.size:
+            price = leg.current_price
+            price = price if price is not None else leg.average_entry_price
+            exposure = _add(exposure, _mul(leg.size.copy_abs(), price))
+    return _fixed(exposure)
 
 
 def contribution(book: Book) -> Contribution:
@@ -130,44 +139,45 @@ def contribution(book: Book) -> Contribution:
         if t:
             trace = str(t)
             break
-    with localcontext(AGGREGATE_CONTEXT):
-        net = unrealized = realized = size = ZERO
-        open_count = long_count = short_count = 0
-        fallback = False
-        for leg in book.legs:
-            realized += leg.realized_pnl
-            if leg.size == 0:
-                continue
-            price = leg.current_price
-            if price is None:
-                price = leg.average_entry_price
-                fallback = True
-            net += leg.size * price
-            unrealized += leg.unrealized_pnl
-            size += leg.size
-            open_count += 1
-            if leg.size > 0:
-                long_count += 1
-            else:
-                short_count += 1
-        net, unrealized, realized = (
-            x.quantize(SCALE).normalize() if x else ZERO for x in (net, unrealized, realized)
-        )
-    at = max((leg.last_updated for leg in book.legs), default=datetime.now(UTC))
+    net = unrealized = realized = size = exposure = ZERO
+    open_count = long_count = short_count = version = 0
+    fallback = False
+    at: datetime | None = None
+    for leg in book.legs:
+        version += leg.version
+        if at is None or leg.last_updated > at:
+            at = leg.last_updated
+        realized = _add(realized, leg.realized_pnl)
+        leg_size = leg.size
+        if leg_size == 0:
+            continue
+        price = leg.current_price
+        if price is None:
+            price = leg.average_entry_price
+            fallback = True
+        net = _add(net, _mul(leg_size, price))
+        exposure = _add(exposure, _mul(leg_size.copy_abs(), price))
+        unrealized = _add(unrealized, leg.unrealized_pnl)
+        size = _add(size, leg_size)
+        open_count += 1
+        if leg_size > 0:
+            long_count += 1
+        else:
+            short_count += 1
     return Contribution(
         asset=book.asset,
-        version=sum(leg.version for leg in book.legs),
-        exposure=exposure_of(book),  # one definition, shared with the outputs
-        net=net,
-        unrealized=unrealized,
-        realized=realized,
+        version=version,
+        exposure=_fixed(exposure),  # as `exposure_of`, the outputs' definition
+        net=_fixed(net),
+        unrealized=_fixed(unrealized),
+        realized=_fixed(realized),
         size=size,
         open_count=open_count,
         long_count=long_count,
         short_count=short_count,
         price_fallback=fallback,
         trace_id=trace,
-        at=at,
+        at=at if at is not None else datetime.now(UTC),
     )
 
 
@@ -210,24 +220,37 @@ class Totals:
         """Totals with `old` (the asset's previous contribution) replaced by `new`.
         Built in one constructor call: `dataclasses.replace` looks the fields up on
         every call, and this runs once per contribution."""
-        with localcontext(AGGREGATE_CONTEXT):
-            o = old
-            exposure = self.exposure + new.exposure - (o.exposure if o else ZERO)
-            return Totals(
-                exposure=exposure,
-                net=self.net + new.net - (o.net if o else ZERO),
-                unrealized=self.unrealized + new.unrealized - (o.unrealized if o else ZERO),
-                realized=self.realized + new.realized - (o.realized if o else ZERO),
-                open_count=self.open_count + new.open_count - (o.open_count if o else 0),
-                long_count=self.long_count + new.long_count - (o.long_count if o else 0),
-                short_count=self.short_count + new.short_count - (o.short_count if o else 0),
-                version=self.version + 1,
-                last_offset=offset,
-                last_index=index,
-                calculated_at=now,
-                limit_exceeded=exceeds(exposure, max_exposure),
-                trace_id=new.trace_id,
+        o = old
+        exposure = _add(self.exposure, new.exposure)
+        net = _add(self.net, new.net)
+        unrealized = _add(self.unrealized, new.unrealized)
+        realized = _add(self.realized, new.realized)
+        counts = (new.open_count, new.long_count, new.short_count)
+        if o is not None:
+            exposure = _sub(exposure, o.exposure)
+            net = _sub(net, o.net)
+            unrealized = _sub(unrealized, o.unrealized)
+            realized = _sub(realized, o.realized)
+            counts = (
+                counts[0] - o.open_count,
+                counts[1] - o.long_count,
+                counts[2] - o.short_count,
             )
+        return Totals(
+            exposure=exposure,
+            net=net,
+            unrealized=unrealized,
+            realized=realized,
+            open_count=self.open_count + counts[0],
+            long_count=self.long_count + counts[1],
+            short_count=self.short_count + counts[2],
+            version=self.version + 1,
+            last_offset=offset,
+            last_index=index,
+            calculated_at=now,
+            limit_exceeded=exceeds(exposure, max_exposure),
+            trace_id=new.trace_id,
+        )
 
     @property
     def total_pnl(self) -> Decimal:

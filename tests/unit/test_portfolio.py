@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pm_streams.domain import Event, apply
 from pm_streams.domain.portfolio import (
     Contribution,
     Totals,
@@ -20,7 +21,7 @@ from pm_streams.domain.portfolio import (
     totals_of,
 )
 from pm_streams.domain.portfolio_views import portfolio_event, portfolio_view
-from tests.unit.helpers import NOW, D, Runner, fill, price, push
+from tests.unit.helpers import CFG, NOW, D, Runner, fill, id_factory, price, push
 
 
 def book_of(asset: str, *events):  # type: ignore[no-untyped-def]
@@ -261,3 +262,89 @@ def test_the_known_total_is_the_sum_of_each_assets_latest_contribution(
             exposure.take_contribution(c.to_bytes())
             latest[asset] = size
     assert exposure.total == sum(Decimal(v) * Decimal("1.5") for v in latest.values())
+
+
+def _reference_contribution(book):  # type: ignore[no-untyped-def]
+    """The contribution as first written: operators under `localcontext`, exposure in a
+    loop of its own; `contribution` must give exactly this."""
+    from decimal import localcontext
+
+    from pm_streams.domain.legs import AGGREGATE_CONTEXT
+    from pm_streams.domain.portfolio import SCALE, ZERO
+
+    with localcontext(AGGREGATE_CONTEXT):
+        net = unrealized = realized = size = exposure = ZERO
+        counts = [0, 0, 0]
+        fallback = False
+        for leg in book.legs:
+            realized += leg.realized_pnl
+            if leg.size == 0:
+                continue
+            p = leg.current_price
+            if p is None:
+                p, fallback = leg.average_entry_price, True
+            net += leg.size * p
+            exposure += abs(leg.size) * p
+            unrealized += leg.unrealized_pnl
+            size += leg.size
+            counts[0] += 1
+            counts[1 if leg.size > 0 else 2] += 1
+        fixed = [
+            x.quantize(SCALE).normalize() if x else ZERO
+            for x in (exposure, net, unrealized, realized)
+        ]
+    return (
+        *fixed,
+        size,
+        *counts,
+        fallback,
+        sum(leg.version for leg in book.legs),
+        max(leg.last_updated for leg in book.legs),
+    )
+
+
+leg_events = st.one_of(
+    st.tuples(
+        st.just("fill"), st.sampled_from(["one-way", "hedge-long", "hedge-short"]), sizes, prices
+    ),
+    st.tuples(
+        st.just("push"), st.sampled_from(["one-way", "hedge-long", "hedge-short"]), sizes, prices
+    ),
+    st.tuples(st.just("price"), st.just("one-way"), sizes, prices),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(leg_events, min_size=1, max_size=12))
+def test_a_contribution_is_exactly_the_reference_sum_over_the_legs(events) -> None:  # type: ignore[no-untyped-def]
+    """Hedge legs, fills, exchange pushes (PnL, marks) and price updates in any order."""
+    book = None
+    new_id = id_factory()
+    for kind, mode, q, p in events:
+        q = abs(q) if mode == "hedge-long" else -abs(q) if mode == "hedge-short" else q
+        if kind == "fill":
+            event: Event = fill(str(q), str(p), "0.01", mode=mode)
+        elif kind == "push":
+            event = push(str(q), str(p), upnl=str(q * 3), rpnl="-1.5", mark=str(p + 1), mode=mode)
+        else:
+            event = price(str(p))
+        book, _ = apply(book, event, NOW, CFG, new_id=new_id)
+    if book is None or not book.legs:
+        return
+    c = contribution(book)
+    got = (
+        c.exposure,
+        c.net,
+        c.unrealized,
+        c.realized,
+        c.size,
+        c.open_count,
+        c.long_count,
+        c.short_count,
+        c.price_fallback,
+        c.version,
+        c.at,
+    )
+    want = _reference_contribution(book)
+    assert got == want
+    assert [str(x) for x in got[:5]] == [str(x) for x in want[:5]]  # digit for digit
