@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from pm_streams.context import Service
@@ -16,7 +15,7 @@ from pm_streams.logs import bound_trace, get_logger
 from pm_streams.processing import Batch, Step, step
 from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
 from pm_streams.runtime.reads import Reader
-from pm_streams.runtime.writes import on_behalf_of
+from pm_streams.runtime.writes import check_plain, put
 from pm_streams.stored import Stored, record_floor, stored_to_bytes
 
 log = get_logger("pm_streams.agents")
@@ -55,12 +54,14 @@ class Positions:
         self.service = service
         self.app = service.app
         self.table = service.positions
+        check_plain(self.table)
         self.read = Reader(self.table)
         self.cache = service.books
         self.gaps = GapReader(service.settings)
         self.marks = Watermarks(service.settings.partitions)
+        check_plain(service.fill_ids)
         self.ids = FillIds(
-            service.fill_ids, service.settings.dedup_horizon, self.marks.partition_of
+            service.fill_ids, service.settings.dedup_horizon, self.marks.partition_of, put
         )
         self.sentry = Sentry()
         self.sentry_generation: int | None = None
@@ -108,16 +109,16 @@ class Positions:
             return None
 
     def write(self, stored: Stored, origin: Any) -> None:
-        """Store a record; `origin` is an input event of its partition (`on_behalf_of`).
+        """Store a record; `origin` is an input event of its partition (`writes.put`).
         The record carries no fill ids: they live in the fill-id table."""
-        if stored.book.fill_ids:
-            stored = replace(stored, book=replace(stored.book, fill_ids=()))
+        book = stored.book
+        if book.fill_ids:
+            book = Book(book.asset, book.legs, (), book.effects)
+            stored = Stored(book, stored.offset, stored.earlier)
         first = self.cycle_from.get(origin.message.tp.partition)
         raw = stored_to_bytes(stored, floor=None if first is None else first - 1)
-        asset = stored.book.asset
-        with on_behalf_of(origin):
-            self.table[asset] = raw
-        self.cache.remember(asset, raw, stored)
+        put(self.table, book.asset, raw, origin)
+        self.cache.remember(book.asset, raw, stored)
 
     def apply_one(
         self, asset: str, payload: bytes, offset: int, batch: Batch[Any], origin: Any

@@ -49,6 +49,11 @@ Entry = tuple[str, str, str, int, int]
 """(asset, mode, fill id, input offset, applied at in epoch ms)."""
 
 
+def _setitem(table: Any, key: str, value: bytes, origin: Any) -> None:
+    with on_behalf_of(origin):
+        table[key] = value
+
+
 def record_key(partition: int, first_offset: int) -> str:
     return f"{PARTITION_MARK}{partition}{SEP}{first_offset}"
 
@@ -83,8 +88,11 @@ class FillIds:
         table: Any,
         horizon_seconds: float,
         partition_of: Callable[[str], int],
+        put: Callable[[Any, str, bytes, Any], None] | None = None,
     ) -> None:
         self.table = table
+        self.put = put or _setitem
+        """How a record is written: `runtime.writes.put` for the worker's Faust table."""
         self.horizon_ms = int(horizon_seconds * 1000)
         self.partition_of = partition_of
         # (asset, mode, fill id) -> (input offset, applied at, record key or None)
@@ -129,8 +137,7 @@ class FillIds:
         pending, self._pending = self._pending, {}
         for partition, (origin, entries) in pending.items():
             key = record_key(partition, entries[0][3])
-            with on_behalf_of(origin):
-                self.table[key] = encode(entries)
+            self.put(self.table, key, encode(entries), origin)
             for asset, mode, fill_id, offset, at_ms in entries:
                 self._index[(asset, mode, fill_id)] = (offset, at_ms, key)
             newest = max(e[4] for e in entries)

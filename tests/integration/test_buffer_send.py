@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pm_streams.app import faust_app
+from pm_streams.runtime.writes import check_plain, on_behalf_of, put
 from pm_streams.settings import Settings
 from tests.support.kafka import first_record
 
@@ -113,3 +115,53 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
         assert crashed == [producer.failure]
     finally:
         await producer.stop()
+
+
+class _Event:
+    """An input event as Faust's tables see it (weakly referenced, with a message)."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+async def test_put_writes_a_table_as_faust_setitem_does() -> None:
+    """`writes.put` and `table[key] = value` (under `on_behalf_of`) leave the same
+    changelog record (raw key, value, the origin's partition), the same stored value,
+    and run the table's sent callback; tables `put` cannot write are refused."""
+    run = uuid.uuid4().hex[:8]
+    app = faust_app(Settings(app_id=f"pmtest-put-{run}"))
+    table = app.Table(f"t-{run}", key_type=str, value_type=bytes, partitions=3)
+    table.key_serializer = "raw"
+    table.value_serializer = "raw"
+    check_plain(table)
+    source = f"src-{run}"
+    changelog = table.changelog_topic.get_topic_name()
+    await _create(changelog, 3, {})
+    sent: list[Any] = []
+    original = table._on_changelog_sent
+    table._on_changelog_sent = lambda fut: (sent.append(fut), original(fut))
+    origin = _Event(SimpleNamespace(partition=2, topic=source, tp=TopicPartition(source, 2)))
+    producer: Any = app.producer
+    await producer.start()
+    try:
+        with on_behalf_of(origin):
+            table["BTCUSDT"] = b"by faust"
+        put(table, "ETHUSDT", b"by put", origin)
+        await asyncio.wait_for(producer.flush(), 10)
+        await asyncio.sleep(0.1)
+        assert table.data["BTCUSDT"] == b"by faust" and table.data["ETHUSDT"] == b"by put"
+        records = await _records(TopicPartition(changelog, 2), 2)
+        assert [(r.key, r.value) for r in records] == [
+            (b"BTCUSDT", b"by faust"),
+            (b"ETHUSDT", b"by put"),
+        ]
+        assert len(sent) == 2 and all(f.result().partition == 2 for f in sent)
+    finally:
+        await producer.stop()
+    keyed = app.Table(f"j-{run}", key_type=str, value_type=bytes, partitions=3)
+    with pytest.raises(ValueError, match="raw keys"):
+        check_plain(keyed)
+    windowed = app.Table(f"w-{run}", value_type=bytes, partitions=3).tumbling(60).table
+    windowed.key_serializer = windowed.value_serializer = "raw"
+    with pytest.raises(ValueError):
+        check_plain(windowed)
