@@ -15,7 +15,7 @@ from pm_streams.logs import bound_trace, get_logger
 from pm_streams.processing import Batch, Step, step
 from pm_streams.runtime.gaps import GapReader, Sentry, Watermarks
 from pm_streams.runtime.reads import Reader
-from pm_streams.runtime.writes import check_plain, put
+from pm_streams.runtime.writes import TableWriter
 from pm_streams.stored import Stored, record_floor, stored_to_bytes
 
 log = get_logger("pm_streams.agents")
@@ -54,14 +54,16 @@ class Positions:
         self.service = service
         self.app = service.app
         self.table = service.positions
-        check_plain(self.table)
+        self.writer = TableWriter(self.table)
         self.read = Reader(self.table)
         self.cache = service.books
         self.gaps = GapReader(service.settings)
         self.marks = Watermarks(service.settings.partitions)
-        check_plain(service.fill_ids)
         self.ids = FillIds(
-            service.fill_ids, service.settings.dedup_horizon, self.marks.partition_of, put
+            service.fill_ids,
+            service.settings.dedup_horizon,
+            self.marks.partition_of,
+            TableWriter(service.fill_ids).put,
         )
         self.sentry = Sentry()
         self.sentry_generation: int | None = None
@@ -74,6 +76,11 @@ class Positions:
         # rebuilt from the floors, not from `Stored.offset` (which skipped such a lost
         # event).
         self.cycle_from: dict[int, int] = {}
+        # Metric series of the per-event path, looked up once.
+        metrics = service.metrics
+        self.processed = metrics.counter_series("pm_events_processed_total")
+        self.kind_keys: dict[str, Any] = {}
+        self.apply_seconds = metrics.histogram("pm_apply_seconds")
 
     async def take(self, events: list[Any]) -> None:
         """Apply a batch in order (reading back any records Faust skipped), then flush."""
@@ -109,7 +116,7 @@ class Positions:
             return None
 
     def write(self, stored: Stored, origin: Any) -> None:
-        """Store a record; `origin` is an input event of its partition (`writes.put`).
+        """Store a record; `origin` is an input event of its partition (`TableWriter.put`).
         The record carries no fill ids: they live in the fill-id table."""
         book = stored.book
         if book.fill_ids:
@@ -117,7 +124,7 @@ class Positions:
             stored = Stored(book, stored.offset, stored.earlier)
         first = self.cycle_from.get(origin.message.tp.partition)
         raw = stored_to_bytes(stored, floor=None if first is None else first - 1)
-        put(self.table, book.asset, raw, origin)
+        self.writer.put(book.asset, raw, origin)
         self.cache.remember(book.asset, raw, stored)
 
     def apply_one(
@@ -149,8 +156,13 @@ class Positions:
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
             return exc
         self.keep(asset, result, offset, int(now.timestamp() * 1000), batch, origin)
-        _report(service, asset, result.kind, result.notes, result.trace_id)
-        service.metrics.observe("pm_apply_seconds", time.perf_counter() - started)
+        processed, key = self.processed, self.kind_keys.get(result.kind)
+        if key is None:
+            key = self.kind_keys[result.kind] = service.metrics.series_key(result=result.kind)
+        processed[key] = processed.get(key, 0) + 1
+        if result.notes:
+            _report(service, asset, result.notes, result.trace_id)
+        self.apply_seconds.observe(time.perf_counter() - started)
         return None
 
     def keep(
@@ -287,8 +299,7 @@ def _schedule_validations(service: Service, book: Book) -> None:
             service.validator.schedule(effect)
 
 
-def _report(service: Service, asset: str, kind: str, notes: Any, trace_id: str | None) -> None:
-    service.metrics.inc("pm_events_processed_total", result=kind)
+def _report(service: Service, asset: str, notes: Any, trace_id: str | None) -> None:
     for note in notes:
         service.metrics.inc("pm_engine_notes_total", kind=note.kind)
         with bound_trace(trace_id or "-"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -88,11 +89,12 @@ class FillIds:
         table: Any,
         horizon_seconds: float,
         partition_of: Callable[[str], int],
-        put: Callable[[Any, str, bytes, Any], None] | None = None,
+        put: Callable[[str, bytes, Any], None] | None = None,
     ) -> None:
         self.table = table
-        self.put = put or _setitem
-        """How a record is written: `runtime.writes.put` for the worker's Faust table."""
+        self.put = put or partial(_setitem, table)
+        """How a record is written (key, value, origin): the worker passes its
+        `runtime.writes.TableWriter.put`."""
         self.horizon_ms = int(horizon_seconds * 1000)
         self.partition_of = partition_of
         # (asset, mode, fill id) -> (input offset, applied at, record key or None)
@@ -137,7 +139,7 @@ class FillIds:
         pending, self._pending = self._pending, {}
         for partition, (origin, entries) in pending.items():
             key = record_key(partition, entries[0][3])
-            self.put(self.table, key, encode(entries), origin)
+            self.put(key, encode(entries), origin)
             for asset, mode, fill_id, offset, at_ms in entries:
                 self._index[(asset, mode, fill_id)] = (offset, at_ms, key)
             newest = max(e[4] for e in entries)

@@ -58,7 +58,7 @@ from pm_streams.names import (
 from pm_streams.runtime import ownership
 from pm_streams.runtime.reads import Reader
 from pm_streams.runtime.windows import window_key
-from pm_streams.runtime.writes import on_behalf_of
+from pm_streams.runtime.writes import TableWriter, on_behalf_of
 from pm_streams.topics import raw_topic
 from tables.db import Database
 from tables.portfolio_metrics import upsert_windows
@@ -125,6 +125,7 @@ class Portfolio:
         # Values are our own JSON bytes (Faust's type-derived default is "json").
         for table in (self.contrib, self.totals_table, history):
             table.value_serializer = "raw"  # type: ignore[attr-defined]
+        self._contrib_writer = TableWriter(self.contrib)
         self.history = history.tumbling(
             settings.portfolio_window, expires=settings.metrics_cache_ttl
         )
@@ -276,6 +277,7 @@ class Portfolio:
         crossings: list[Totals] = []
         kinds: dict[str, int] = {}  # decision kind -> contributions (one metric update each)
         now = self.clock.now()
+        visibility = metrics.histogram("pm_portfolio_visibility_seconds")
         for event in events:
             last = event
             try:
@@ -301,20 +303,19 @@ class Portfolio:
                     continue
                 totals = latest = decision.totals
                 changed_at = new.at.timestamp()  # event time: the position change's
-                with on_behalf_of(event):
-                    self._record_history(totals, changed_at)
-                metrics.observe(
-                    "pm_portfolio_visibility_seconds", max(0.0, time.time() - changed_at)
-                )
+                self._record_history(totals, changed_at, event)
+                visibility.observe(max(0.0, time.time() - changed_at))
                 if decision.crossed_limit:
                     crossings.append(totals)
         _count_changes(metrics, kinds)
-        with on_behalf_of(last):
-            if latest is not None:
+        if latest is not None:
+            with on_behalf_of(last):
                 self.totals_table[TOTALS_KEY] = latest.to_bytes()
-            for asset, c in pending.items():
-                raw = self.contrib[asset] = c.to_bytes()
-                self._decoded[asset] = (raw, c)
+        put = self._contrib_writer.put
+        for asset, c in pending.items():
+            raw = c.to_bytes()
+            put(asset, raw, last)
+            self._decoded[asset] = (raw, c)
         # Only now await anything: `take_events` acks the batch however the agent leaves
         # it, so the tables must hold every decision first.
         for crossed in crossings:
@@ -323,25 +324,27 @@ class Portfolio:
             await self._maybe_emit(latest)
         metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
 
-    def _record_history(self, totals: Totals, ts: float) -> None:
+    def _record_history(self, totals: Totals, ts: float, origin: Any) -> None:
         """Write the windowed table at most once per `HISTORY_SAMPLE` s of event time per
         window (a changelog record per change would double the produce load); the
         latest unwritten totals stay pending in memory, overlay reads, and are written
-        into their window when the next change lands in a later window."""
+        into their window when the next change lands in a later window. `origin`: the
+        input event the writes belong to (`on_behalf_of`)."""
         start = window_start(ts, self.window)
         pending = self._history_pending
-        if pending is not None and pending[0] != start:
-            # Close the previous window with its last totals (event time of that change).
-            self.history.relative_to(pending[1])[TOTALS_KEY] = pending[2].to_bytes()  # type: ignore[attr-defined]
-            self._history_pending = None
         last = self._history_last
-        if last is None or last[0] != start or ts - last[1] >= HISTORY_SAMPLE:
-            # Event time: the contribution message's timestamp (the change's time).
-            self.history.relative_to(ts)[TOTALS_KEY] = totals.to_bytes()  # type: ignore[attr-defined]
-            self._history_last = (start, ts)
-            self._history_pending = None
-        else:
+        close = pending is not None and pending[0] != start
+        sample = last is None or last[0] != start or ts - last[1] >= HISTORY_SAMPLE
+        if not (close or sample):
             self._history_pending = (start, ts, totals)
+            return
+        with on_behalf_of(origin):
+            if pending is not None and close:  # the previous window's last totals
+                self.history.relative_to(pending[1])[TOTALS_KEY] = pending[2].to_bytes()  # type: ignore[attr-defined]
+            if sample:  # event time: the change's
+                self.history.relative_to(ts)[TOTALS_KEY] = totals.to_bytes()  # type: ignore[attr-defined]
+                self._history_last = (start, ts)
+        self._history_pending = None if sample else (start, ts, totals)
 
     def _history_rows(self) -> dict[float, Totals]:
         """Window start -> totals, from the windowed table with the pending overlay."""

@@ -8,19 +8,21 @@ iterated by a background drainer task, so the agent's own task has none and
 iteration". `on_behalf_of(event)` sets it, for the agent's task only, to the event
 whose partition the write belongs to, exactly what Faust does for a per-event agent.
 
-`put(table, key, value, origin)` is `with on_behalf_of(origin): table[key] = value`
-for a table with raw keys and values and no window (the positions and fill-id tables),
-without Faust's layers per write: `Table.__setitem__ -> on_key_set -> send_changelog ->
-Topic.send_soon -> as_future_message` looks up the current event, the serializers
-(twice each) and the sensors on every write, about 15 µs of the ~45 µs a wide book's
-fill spent writing its record. It builds the same `FutureMessage` (changelog topic,
+`TableWriter(table).put(key, value, origin)` is `with on_behalf_of(origin):
+table[key] = value` for a table with raw values and no window (the positions, fill-id
+and portfolio contribution tables), without Faust's layers per write:
+`Table.__setitem__ -> on_key_set -> send_changelog -> Topic.send_soon ->
+as_future_message` looks up the current event, the serializers (twice each) and the
+sensors on every write: a third of writing a record in a profile of the wide pipeline
+bench. It builds the same `FutureMessage` (changelog topic,
 partition of `origin`, the table's `_on_changelog_sent` callback) onto the producer
 buffer and stores the value the same way.
 
 Upstream: faust-streaming sets the current event (which `table[key] = value` needs) in
 the task that iterates the stream; under `take_events` that is the drainer task, not the
 agent's.
-Delete when: faust sets the current event for the body of a `take_events` batch.
+Delete when: faust sets the current event for the body of a `take_events` batch, and
+`table[key] = value` costs about what `TableWriter.put` does.
 """
 
 from __future__ import annotations
@@ -43,38 +45,59 @@ def on_behalf_of(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def check_plain(table: Any) -> None:
-    """Raise unless `put` writes `table` exactly as `table[key] = value` would."""
-    if table.key_serializer != "raw" or table.value_serializer != "raw":
-        raise ValueError(f"{table.name}: put needs raw keys and values")
-    if table.window is not None or table.use_partitioner:
-        raise ValueError(f"{table.name}: put needs a plain table partitioned by its source")
+class TableWriter:
+    """`put` for one table: `table[key] = value` on behalf of an input event.
 
+    For a table with raw values and no window (the positions, fill-id and portfolio
+    contribution tables). Keys are serialized as the table's changelog serializes them
+    (the bytes of a raw key; any other serializer once per key, then remembered)."""
 
-def put(table: Any, key: str, value: bytes | None, origin: Any) -> None:
-    """`table[key] = value` on behalf of `origin` (a table `check_plain` accepts)."""
-    topic = table.changelog_topic
-    app = table.app
-    app.producer.send_soon(
-        FutureMessage(
-            PendingMessage(
-                topic,
-                key.encode(),
-                value,
-                key_serializer="raw",
-                value_serializer="raw",
-                partition=origin.message.partition,
-                timestamp=None,
-                headers={},
-                callback=table._on_changelog_sent,
-                topic=None,
-                offset=None,
-                generation_id=app.consumer_generation_id,
+    KEY_CACHE = 100_000
+
+    def __init__(self, table: Any) -> None:
+        if table.value_serializer != "raw":
+            raise ValueError(f"{table.name}: a TableWriter needs raw values")
+        if table.window is not None or table.use_partitioner:
+            raise ValueError(f"{table.name}: a TableWriter needs a plain table")
+        self.table = table
+        self.raw_keys = table.key_serializer == "raw"
+        self._keys: dict[str, bytes] = {}
+
+    def key_bytes(self, key: str) -> bytes:
+        if self.raw_keys:
+            return key.encode()
+        hit = self._keys.get(key)
+        if hit is None:
+            table = self.table
+            hit, _ = table.changelog_topic.prepare_key(key, table.key_serializer, None, {})
+            if len(self._keys) < self.KEY_CACHE:
+                self._keys[key] = hit
+        return hit
+
+    def put(self, key: str, value: bytes, origin: Any) -> None:
+        """`table[key] = value` on behalf of `origin`."""
+        table = self.table
+        app = table.app
+        app.producer.send_soon(
+            FutureMessage(
+                PendingMessage(
+                    table.changelog_topic,
+                    self.key_bytes(key),
+                    value,
+                    key_serializer=table.key_serializer,
+                    value_serializer="raw",
+                    partition=origin.message.partition,
+                    timestamp=None,
+                    headers={},
+                    callback=table._on_changelog_sent,
+                    topic=None,
+                    offset=None,
+                    generation_id=app.consumer_generation_id,
+                )
             )
         )
-    )
-    token = _current_event.set(weakref.ref(origin))  # a RocksDB store reads its partition
-    try:
-        table.data[key] = value
-    finally:
-        _current_event.reset(token)
+        token = _current_event.set(weakref.ref(origin))  # a RocksDB store reads its partition
+        try:
+            table.data[key] = value
+        finally:
+            _current_event.reset(token)

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pm_streams.app import faust_app
-from pm_streams.runtime.writes import check_plain, on_behalf_of, put
+from pm_streams.runtime.writes import TableWriter, on_behalf_of
 from pm_streams.settings import Settings
 from tests.support.kafka import first_record
 
@@ -124,16 +124,18 @@ class _Event:
         self.message = message
 
 
-async def test_put_writes_a_table_as_faust_setitem_does() -> None:
-    """`writes.put` and `table[key] = value` (under `on_behalf_of`) leave the same
-    changelog record (raw key, value, the origin's partition), the same stored value,
-    and run the table's sent callback; tables `put` cannot write are refused."""
+@pytest.mark.parametrize("key_serializer", ["raw", "json"])
+async def test_put_writes_a_table_as_faust_setitem_does(key_serializer: str) -> None:
+    """`TableWriter.put` and `table[key] = value` (under `on_behalf_of`) leave the same
+    changelog record (key as the table serializes it, value, the origin's partition),
+    the same stored value, and run the table's sent callback; tables it cannot write
+    are refused."""
     run = uuid.uuid4().hex[:8]
     app = faust_app(Settings(app_id=f"pmtest-put-{run}"))
     table = app.Table(f"t-{run}", key_type=str, value_type=bytes, partitions=3)
-    table.key_serializer = "raw"
+    table.key_serializer = key_serializer
     table.value_serializer = "raw"
-    check_plain(table)
+    writer = TableWriter(table)
     source = f"src-{run}"
     changelog = table.changelog_topic.get_topic_name()
     await _create(changelog, 3, {})
@@ -146,22 +148,26 @@ async def test_put_writes_a_table_as_faust_setitem_does() -> None:
     try:
         with on_behalf_of(origin):
             table["BTCUSDT"] = b"by faust"
-        put(table, "ETHUSDT", b"by put", origin)
+        writer.put("BTCUSDT", b"by put", origin)
+        writer.put("ETHUSDT", b"by put", origin)
+        with on_behalf_of(origin):
+            table["ETHUSDT"] = b"by faust"
         await asyncio.wait_for(producer.flush(), 10)
         await asyncio.sleep(0.1)
-        assert table.data["BTCUSDT"] == b"by faust" and table.data["ETHUSDT"] == b"by put"
-        records = await _records(TopicPartition(changelog, 2), 2)
-        assert [(r.key, r.value) for r in records] == [
-            (b"BTCUSDT", b"by faust"),
-            (b"ETHUSDT", b"by put"),
-        ]
-        assert len(sent) == 2 and all(f.result().partition == 2 for f in sent)
+        assert table.data["BTCUSDT"] == b"by put" and table.data["ETHUSDT"] == b"by faust"
+        records = await _records(TopicPartition(changelog, 2), 4)
+        keys = [r.key for r in records]
+        assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
+        assert keys[0] == (b"BTCUSDT" if key_serializer == "raw" else b'"BTCUSDT"')
+        assert [r.value for r in records] == [b"by faust", b"by put", b"by put", b"by faust"]
+        assert len(sent) == 4 and all(f.result().partition == 2 for f in sent)
     finally:
         await producer.stop()
     keyed = app.Table(f"j-{run}", key_type=str, value_type=bytes, partitions=3)
-    with pytest.raises(ValueError, match="raw keys"):
-        check_plain(keyed)
+    keyed.value_serializer = "json"
+    with pytest.raises(ValueError, match="raw values"):
+        TableWriter(keyed)
     windowed = app.Table(f"w-{run}", value_type=bytes, partitions=3).tumbling(60).table
-    windowed.key_serializer = windowed.value_serializer = "raw"
-    with pytest.raises(ValueError):
-        check_plain(windowed)
+    windowed.value_serializer = "raw"
+    with pytest.raises(ValueError, match="plain table"):
+        TableWriter(windowed)
