@@ -2,10 +2,11 @@
 
 Guarantees (SPEC §3.3):
 - a message is acked only after Kafka acknowledged the write (acks=all, idempotent
-  producer). Acks go out in delivery order, batched: one `basic.ack(multiple=True)`
-  covers every delivery up to the newest one whose write (and every earlier one's)
-  is done. Each input queue has its own channel, so a multiple ack never covers a
-  delivery of the other queue;
+  producer; the event is appended to the producer's open batch of its partition and
+  waits for that batch, `pm_streams.runtime.append`). Acks go out in delivery order,
+  batched: one `basic.ack(multiple=True)` covers every delivery up to the newest one
+  whose write (and every earlier one's) is done. Each input queue has its own
+  channel, so a multiple ack never covers a delivery of the other queue;
 - a rejected message is published to `<queue>.dlq` (publisher confirm awaited before
   its ack) with its reason in headers: it never reaches Kafka;
 - a Kafka failure is never a rejection: the session ends, the channels are closed,
@@ -44,6 +45,7 @@ from pm_streams.domain import (
 )
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
 from pm_streams.metrics import Metrics
+from pm_streams.runtime.append import append
 from pm_streams.settings import Settings
 
 log = get_logger("bridges.inbound")
@@ -286,12 +288,15 @@ class InboundBridge(Service):
                 )
                 inflight.add(message, fut, "dlq")
             else:
-                try:
-                    sent = await producer.send(
-                        topic, key=event.asset.encode(), value=event_to_bytes(event)
-                    )
-                except Exception as exc:
-                    raise KafkaUnavailable(f"send failed: {exc!r}") from exc
+                key, value = event.asset.encode(), event_to_bytes(event)
+                appended = append(producer, topic, key, value)
+                if appended is not None:  # acked when its batch is stored
+                    sent = appended[0].future
+                else:
+                    try:
+                        sent = await producer.send(topic, key=key, value=value)
+                    except Exception as exc:
+                        raise KafkaUnavailable(f"send failed: {exc!r}") from exc
                 inflight.add(message, sent, "kafka")
                 forwarded += 1
             # Counted once per burst; whichever kind of message ends it.

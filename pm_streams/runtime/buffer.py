@@ -14,13 +14,16 @@ read off the queue and one plain future per flush wait; Faust's `message_sent` e
 which only its own `flush_atmost` waited on, is no longer set. The threaded producer
 (`producer_threaded`) is not supported.
 
-A message for a Kafka topic (a table's changelog record, a `send_soon`) is handed to
-the aiokafka producer here, as Faust's `Topic.publish_message` and its producer's
-`send` would, without their layers per record (the producer lookup, the sensor and
-signal hooks with nothing connected, the transaction branch): the send is checked by
-`transport.Producer` as every send of the worker, and the message's future and its
-callback (a table's persisted offset) are settled as Faust's `_on_published` does.
-Other channels, and a transactional app, take Faust's own path.
+A message for a Kafka topic (a table's changelog record, a `send_soon`) is appended
+to aiokafka's open batch of its partition here (`runtime.append`), without Faust's
+`Topic.publish_message` and its producer's `send` and their layers per record (the
+producer lookup, the sensor and signal hooks with nothing connected, the transaction
+branch, a coroutine and a future per record); what `append` leaves to aiokafka takes
+its `send`. Messages queued together are taken in one go. A failed batch is a failed
+send for `transport.Producer` as every send of the worker, and each message's future
+and its callback (a table's persisted offset) are settled from the batch's result as
+Faust's `_on_published` does. Other channels, and a transactional app, take Faust's
+own path.
 
 Upstream: faust-streaming's `ProducerBuffer.size` reads `app.conf.producer_threaded`
 per call and `flush_atmost` runs `asyncio.wait_for` per message; each buffered message
@@ -36,7 +39,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
@@ -46,14 +48,12 @@ from faust.types import ProcessingGuarantee
 from mode import Service
 
 from pm_streams.logs import get_logger
+from pm_streams.runtime.append import append
 
 log = get_logger("pm_streams.runtime.buffer")
 
 NO_PROGRESS = 0.1
 """Seconds `flush_atmost` waits for the next send before it returns, as Faust's does."""
-
-LARGE = 64 * 1024
-"""Bytes of key and value from which a record takes aiokafka's `send` (its size checks)."""
 
 
 class Buffer(ProducerBuffer):
@@ -88,12 +88,10 @@ class Buffer(ProducerBuffer):
         return self.sent - first
 
     def _append(self, fut: Any) -> bool:
-        """Append a buffered Kafka record to aiokafka's open batch of its partition, as
-        `AIOKafkaProducer.send` would, without the per-record future, coroutine and
-        done callbacks: the batch's own future settles every record appended here
+        """Append a buffered Kafka record to aiokafka's open batch of its partition
+        (`runtime.append`); the batch's own future settles every record appended here
         (`_settle`). False when the record must take `_send_pending` (not a Kafka
-        topic, a topic whose partitions are not known yet, a full batch, a large
-        record, a closed or failed producer): there aiokafka waits or raises itself."""
+        topic, or a case `append` leaves to aiokafka's `send`)."""
         if not self.direct:
             return False
         message = fut.message
@@ -101,39 +99,28 @@ class Buffer(ProducerBuffer):
         if type(channel) is not Topic:
             return False
         kafka: Any = self.app.producer._producer  # type: ignore[union-attr]
-        accumulator = getattr(kafka, "_message_accumulator", None)
-        if accumulator is None or accumulator._closed or accumulator._exception is not None:
+        if kafka is None:
             return False
         topic = channel.get_topic_name()
-        key, value = message.key, message.value
-        if len(value or b"") + len(key or b"") > LARGE:
-            return False
-        known = kafka._metadata.partitions_for_topic(topic)
-        partition = message.partition
-        if not known or (partition is not None and partition not in known):
-            return False  # `send` waits for the topic's metadata (and keeps it fresh)
-        if partition is None:
-            partition = kafka._partition(topic, None, key, value, key, value)
-        tp = TopicPartition(topic, partition)
-        queued = accumulator._batches.get(tp)
-        batch = (
-            queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
-        )
         timestamp = message.timestamp
         headers = message.headers
-        appended = batch._builder.append(
-            timestamp=int(timestamp * 1000.0) if timestamp else None,
-            key=key,
-            value=value,
-            headers=list(headers.items()) if isinstance(headers, Mapping) else headers or [],
+        appended = append(
+            kafka,
+            topic,
+            message.key,
+            message.value,
+            partition=message.partition,
+            timestamp_ms=int(timestamp * 1000.0) if timestamp else None,
+            headers=list(headers.items()) if isinstance(headers, Mapping) else headers,
         )
-        if appended is None:  # the batch is full: `send` waits for it to be drained
+        if appended is None:
             return False
+        batch, metadata = appended
         waiting = self._batched.get(batch)
         if waiting is None:
             waiting = self._batched[batch] = []
             batch.future.add_done_callback(partial(self._settle, batch, topic, kafka))
-        waiting.append((fut, appended.offset, appended.timestamp))
+        waiting.append((fut, metadata.offset, metadata.timestamp))
         return True
 
     def _settle(self, batch: Any, topic: str, kafka: Any, done: asyncio.Future[Any]) -> None:

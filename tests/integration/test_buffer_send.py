@@ -15,7 +15,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bridges.inbound import kafka_producer
 from pm_streams.app import faust_app
+from pm_streams.runtime.append import LARGE, append
 from pm_streams.runtime.writes import TableWriter, on_behalf_of
 from pm_streams.settings import Settings
 from tests.support.kafka import first_record
@@ -77,7 +79,7 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
             for i in range(10)
         ]
         # Partition by key (no partition given): the first of a topic whose partitions
-        # are not known yet and a record over `buffer.LARGE` take aiokafka's `send`, the
+        # are not known yet and a record over `append.LARGE` take aiokafka's `send`, the
         # others are appended to its batches; per partition they keep their order.
         values = [b"x" * 70_000 if i == 7 else f"w{i}".encode() for i in range(30)]
         keyed_futs = [
@@ -171,3 +173,30 @@ async def test_put_writes_a_table_as_faust_setitem_does(key_serializer: str) -> 
     windowed.value_serializer = "raw"
     with pytest.raises(ValueError, match="plain table"):
         TableWriter(windowed)
+
+
+async def test_append_joins_the_open_batch_and_leaves_the_rest_to_send() -> None:
+    """`runtime.append` with the bridge's idempotent producer: nothing before the topic's
+    partitions are known; then records join the open batch of their partition (one
+    future for them all) behind a record `send` put there, and land in order."""
+    run = uuid.uuid4().hex[:8]
+    name = f"test-append-{run}"
+    await _create(name, 2, {})
+    producer = kafka_producer(Settings())
+    await producer.start()
+    try:
+        assert append(producer, name, b"k", b"first") is None  # metadata not known yet
+        first = await producer.send(name, b"v0", key=b"k", partition=1)
+        joined = [append(producer, name, b"k", f"v{i}".encode(), partition=1) for i in range(1, 6)]
+        assert all(j is not None for j in joined)
+        batches = {id(j[0]) for j in joined if j is not None}
+        assert len(batches) == 1
+        assert append(producer, name, b"k", b"x" * (LARGE + 1), partition=1) is None
+        assert append(producer, name, b"k", b"v", partition=7) is None  # no such partition
+        stored = await asyncio.wait_for(joined[0][0].future, 10)  # type: ignore[index]
+        assert (await first).offset == stored.offset == 0  # the same batch as `send`'s
+        records = await _records(TopicPartition(name, 1), 6)
+        assert [r.value for r in records] == [f"v{i}".encode() for i in range(6)]
+        assert [r.offset for r in records] == list(range(6))
+    finally:
+        await producer.stop()
