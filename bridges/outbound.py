@@ -83,6 +83,7 @@ class Republisher(BatchConsumer):
             raise ConnectionError("rabbitmq channel closed")
         events = await decoded(records, self.events, on_error=self.quarantine)
         messages = []
+        counts: dict[str, int] = {}
         for i, (event_type, body) in enumerate(events):
             if i and i % 256 == 0:
                 await asyncio.sleep(0)  # the agents may share this loop
@@ -94,7 +95,9 @@ class Republisher(BatchConsumer):
                     trace_id=str(body.get("trace_id", "")),
                 )
             )
-            self.metrics.inc("pm_events_out_total", event_type=event_type)
+            counts[event_type] = counts.get(event_type, 0) + 1
+        for event_type, n in counts.items():
+            self.metrics.inc("pm_events_out_total", n, event_type=event_type)
         if messages:
             amqp = await self.channel.get_underlay_channel()
             async with asyncio.timeout(30):

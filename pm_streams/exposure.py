@@ -55,9 +55,9 @@ class Exposure:
 
     def as_of(self, book: Book) -> Decimal:
         """The total exposure with `book`'s asset at its state in `book`."""
-        with localcontext(AGGREGATE_CONTEXT):
-            known = self._by_asset.get(book.asset, ZERO)
-            return max(ZERO, self.total - known + exposure_of(book))
+        ctx = AGGREGATE_CONTEXT  # its operations directly: no context entered per call
+        known = self._by_asset.get(book.asset, ZERO)
+        return max(ZERO, ctx.add(ctx.subtract(self.total, known), exposure_of(book)))
 
 
 class ExposureFollower(Service):

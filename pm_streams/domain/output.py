@@ -52,6 +52,8 @@ def iso(dt: datetime | None) -> str | None:
     """ISO-8601 UTC with a `Z` suffix."""
     if dt is None:
         return None
+    if dt.tzinfo is UTC:  # every stored time: spelt `...+00:00`, no conversion needed
+        return dt.isoformat()[:-6] + "Z"
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
