@@ -45,7 +45,7 @@ from pm_streams.domain import (
 )
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
 from pm_streams.metrics import Metrics
-from pm_streams.runtime.append import append
+from pm_streams.runtime.append import KeyPartitions, append
 from pm_streams.settings import Settings
 
 log = get_logger("bridges.inbound")
@@ -277,6 +277,7 @@ class InboundBridge(Service):
         producer = self.producer
         assert producer is not None
         topic = self.topic
+        partition_of = KeyPartitions(producer, topic)
         forwarded = 0
         while True:
             message = await inbox.get()
@@ -289,7 +290,7 @@ class InboundBridge(Service):
                 inflight.add(message, fut, "dlq")
             else:
                 key, value = event.asset.encode(), event_to_bytes(event)
-                appended = append(producer, topic, key, value)
+                appended = append(producer, topic, key, value, partition=partition_of(key))
                 if appended is not None:  # acked when its batch is stored
                     sent = appended[0].future
                 else:

@@ -49,7 +49,7 @@ def append(
         return None
     if len(value or b"") + len(key or b"") > LARGE:
         return None
-    known = producer._metadata.partitions_for_topic(topic)
+    known = producer._metadata._partitions.get(topic)  # partition -> its metadata
     if not known or (partition is not None and partition not in known):
         return None  # `send` waits for the topic's metadata (and keeps it fresh)
     if partition is None:
@@ -63,3 +63,31 @@ def append(
     if appended is None:  # the batch is full: `send` waits for it to be drained
         return None
     return batch, appended
+
+
+class KeyPartitions:
+    """The partition of `topic` that `producer`'s partitioner picks for a key,
+    remembered per key while the topic's partition count stays the same (aiokafka's
+    default partitioner hashes the key with a pure-Python murmur2 on every send).
+    None while the topic's partitions are not known."""
+
+    def __init__(self, producer: Any, topic: str, capacity: int = 100_000) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.capacity = capacity
+        self._count = 0
+        self._by_key: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int | None:
+        known = self.producer._metadata._partitions.get(self.topic)
+        if not known:
+            return None
+        if len(known) != self._count:
+            self._by_key.clear()
+            self._count = len(known)
+        hit = self._by_key.get(key)
+        if hit is None:
+            hit = self.producer._partition(self.topic, None, key, None, key, None)
+            if len(self._by_key) < self.capacity:
+                self._by_key[key] = hit
+        return int(hit)
