@@ -30,7 +30,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridges.inbound import InboundBridge, kafka_producer, queue_arguments
+from bridges.forward import kafka_producer
+from bridges.inbound import InboundBridge, queue_arguments
 from bridges.outbound import Republisher
 from pm_streams.clock import SystemClock
 from pm_streams.deps import Deps

@@ -3,7 +3,7 @@
 Guarantees (SPEC §3.3):
 - a message is acked only after Kafka acknowledged the write (acks=all, idempotent
   producer; the event is appended to the producer's open batch of its partition and
-  waits for that batch, `pm_streams.runtime.append`). Acks go out in delivery order,
+  waits for that batch, `bridges.forward`). Acks go out in delivery order,
   batched: one `basic.ack(multiple=True)` covers every delivery up to the newest one
   whose write (and every earlier one's) is done. Each input queue has its own
   channel, so a multiple ack never covers a delivery of the other queue;
@@ -34,18 +34,18 @@ from aiormq.abc import DeliveredMessage
 from mode import Service
 
 from bridges import receive
+from bridges.forward import Forward, KafkaUnavailable, is_kafka_error, kafka_producer
 from pm_streams.backoff import Backoff
 from pm_streams.domain import (
     Event,
     RejectedInput,
     decode_json,
-    event_to_bytes,
     parse_order_executed,
     parse_position_update,
 )
+from pm_streams.handoff import Handoff
 from pm_streams.logs import bound_trace, get_logger, new_trace_id
 from pm_streams.metrics import Metrics
-from pm_streams.runtime.append import KeyPartitions, append
 from pm_streams.settings import Settings
 
 log = get_logger("bridges.inbound")
@@ -95,24 +95,6 @@ def queue_arguments() -> dict[str, Any]:
     return {"x-single-active-consumer": True}
 
 
-def kafka_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=2,
-        max_batch_size=256 * 1024,
-        # A batch not delivered within this time fails its futures; the session then
-        # restarts and RabbitMQ redelivers. Long enough to ride out a broker restart.
-        request_timeout_ms=40_000,
-        retry_backoff_ms=200,
-    )
-
-
-class KafkaUnavailable(ConnectionError):
-    """A write to Kafka failed or did not complete in time (never a rejection)."""
-
-
 class _InFlight:
     """Deliveries of one channel in delivery order, each with what its ack waits for."""
 
@@ -139,10 +121,18 @@ class InboundBridge(Service):
     #: A session that lasted this long resets the reconnect backoff.
     healthy_session = 5.0
 
-    def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        handoff: Handoff[Event] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.metrics = metrics
+        self.handoff = handoff
+        """Where each forwarded event is left for this worker's positions agent."""
         self.topic = settings.kafka.input_topic
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -178,7 +168,7 @@ class InboundBridge(Service):
                     await self._close_connection()
                     await asyncio.sleep(30)
                     continue
-                kafka = isinstance(exc, KafkaUnavailable) or _is_kafka_error(exc)
+                kafka = isinstance(exc, KafkaUnavailable) or is_kafka_error(exc)
                 delay = backoff.failed()
                 self.metrics.inc("pm_bridge_restarts_total", cause="kafka" if kafka else "rabbitmq")
                 log.warning(
@@ -276,8 +266,7 @@ class InboundBridge(Service):
         parse = parser_for(source.kind)
         producer = self.producer
         assert producer is not None
-        topic = self.topic
-        partition_of = KeyPartitions(producer, topic)
+        forward = Forward(producer, self.topic, self.handoff)
         forwarded = 0
         while True:
             message = await inbox.get()
@@ -289,15 +278,7 @@ class InboundBridge(Service):
                 )
                 inflight.add(message, fut, "dlq")
             else:
-                key, value = event.asset.encode(), event_to_bytes(event)
-                appended = append(producer, topic, key, value, partition=partition_of(key))
-                if appended is not None:  # acked when its batch is stored
-                    sent = appended[0].future
-                else:
-                    try:
-                        sent = await producer.send(topic, key=key, value=value)
-                    except Exception as exc:
-                        raise KafkaUnavailable(f"send failed: {exc!r}") from exc
+                sent = await forward(event)
                 inflight.add(message, sent, "kafka")
                 forwarded += 1
             # Counted once per burst; whichever kind of message ends it.
@@ -382,10 +363,6 @@ class InboundBridge(Service):
             routing_key=dlq_name,
             timeout=30,
         )
-
-
-def _is_kafka_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("aiokafka")
 
 
 def _trace_of(message: Message) -> str | None:

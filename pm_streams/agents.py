@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pm_streams.context import Service
-from pm_streams.domain import UNDECODABLE, Book, ScheduleValidation
+from pm_streams.domain import UNDECODABLE, Book, Event, ScheduleValidation, event_from_bytes
 from pm_streams.domain.portfolio import contribution, contributions_to_bytes
 from pm_streams.fill_ids import FillIds
 from pm_streams.logs import bound_trace, get_logger
@@ -81,6 +81,12 @@ class Positions:
         self.processed = metrics.counter_series("pm_events_processed_total")
         self.kind_keys: dict[str, Any] = {}
         self.apply_seconds = metrics.histogram("pm_apply_seconds")
+        self.events = service.events
+
+    def decode(self, payload: bytes) -> Event:
+        """An input event: the bridge's own object when it forwarded these bytes."""
+        event = self.events.take(payload)
+        return event if event is not None else event_from_bytes(payload)
 
     async def take(self, events: list[Any]) -> None:
         """Apply a batch in order (reading back any records Faust skipped), then flush."""
@@ -152,6 +158,7 @@ class Positions:
                 now,
                 service.engine,
                 applied_offset=self.ids.applied_offset,
+                decode=self.decode,
             )
         except Exception as exc:  # a bug, not bad input: inputs are validated at the bridge
             return exc
@@ -284,9 +291,11 @@ def _contribute(service: Service, books: list[Book]) -> None:
     `CONTRIBUTIONS_PER_RECORD` per record (a record stays far below Kafka's 1 MB)."""
     for start in range(0, len(books), CONTRIBUTIONS_PER_RECORD):
         chunk = [contribution(book) for book in books[start : start + CONTRIBUTIONS_PER_RECORD]]
+        raw = contributions_to_bytes(chunk)
+        service.portfolio.handoff.put(raw, chunk)
         service.portfolio.topic.send_soon(
             key=None,
-            value=contributions_to_bytes(chunk),
+            value=raw,
             timestamp=max(c.at for c in chunk).timestamp(),
             force=True,
         )

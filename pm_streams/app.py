@@ -17,8 +17,9 @@ from bridges.outbound import Republisher
 from pm_streams.clock import Clock, SystemClock
 from pm_streams.context import Service
 from pm_streams.deps import Deps
-from pm_streams.domain import EngineConfig
+from pm_streams.domain import EngineConfig, Event
 from pm_streams.exposure import ExposureFollower
+from pm_streams.handoff import Handoff
 from pm_streams.metrics import Metrics
 from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import Portfolio
@@ -151,6 +152,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
     engine = engine_config(settings)
     positions = _positions_table(app, settings)
     books = BookCache()
+    events: Handoff[Event] = Handoff()
     deps = Deps(settings, metrics, clock)
     portfolio = Portfolio(app, deps, db)
     portfolio.register()
@@ -166,11 +168,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         metrics=metrics,
         clock=clock,
         db=db,
-        bridge=InboundBridge(settings, metrics),
+        bridge=InboundBridge(settings, metrics, events),
         sink=PostgresSink(deps, db, follower.exposure, decode),
         republisher=Republisher(deps, follower.exposure, decode),
         exposure=follower,
         books=books,
+        events=events,
         portfolio=portfolio,
         metrics_writer=MetricsWriter(deps, db),
         snapshots=Snapshots(deps, db, live, portfolio.outbox),

@@ -14,8 +14,9 @@ import faust
 from bridges.inbound import InboundBridge
 from bridges.outbound import Republisher
 from pm_streams.clock import Clock
-from pm_streams.domain import EngineConfig
+from pm_streams.domain import EngineConfig, Event
 from pm_streams.exposure import ExposureFollower
+from pm_streams.handoff import Handoff
 from pm_streams.metrics import Metrics
 from pm_streams.portfolio import Portfolio
 from pm_streams.prices import PriceRefresher
@@ -51,6 +52,8 @@ class Service:
     republisher: Republisher
     exposure: ExposureFollower
     books: BookCache
+    events: Handoff[Event]
+    """Input events the bridge forwarded, for the positions agent (`pm_streams.handoff`)."""
     portfolio: Portfolio
     metrics_writer: MetricsWriter
     snapshots: Snapshots

@@ -47,6 +47,7 @@ from pm_streams.domain.portfolio_views import (
     portfolio_view,
     window_row,
 )
+from pm_streams.handoff import Handoff
 from pm_streams.logs import bound_trace, get_logger
 from pm_streams.metrics import Metrics
 from pm_streams.names import (
@@ -80,11 +81,6 @@ def _quarantine(metrics: Metrics, event: Any, exc: Exception) -> None:
         offset=event.message.offset,
         error=repr(exc),
     )
-
-
-def _count_changes(metrics: Metrics, kinds: dict[str, int]) -> None:
-    for kind, n in kinds.items():
-        metrics.inc("pm_portfolio_changes_total", n, result=kind)
 
 
 # --------------------------------------------------------------------------- wiring
@@ -126,6 +122,8 @@ class Portfolio:
         for table in (self.contrib, self.totals_table, history):
             table.value_serializer = "raw"  # type: ignore[attr-defined]
         self._contrib_writer = TableWriter(self.contrib)
+        # The positions agent's contributions, by the record they were sent in.
+        self.handoff: Handoff[list[Contribution]] = Handoff(256)
         self.history = history.tumbling(
             settings.portfolio_window, expires=settings.metrics_cache_ttl
         )
@@ -281,7 +279,7 @@ class Portfolio:
         for event in events:
             last = event
             try:
-                taken = contributions_from_bytes(event.value)
+                taken = self.handoff.take(event.value) or contributions_from_bytes(event.value)
             except UNDECODABLE as exc:  # a record of a newer version: skip, never loop
                 _quarantine(self.metrics, event, exc)
                 continue
@@ -307,15 +305,9 @@ class Portfolio:
                 visibility.observe(max(0.0, time.time() - changed_at))
                 if decision.crossed_limit:
                     crossings.append(totals)
-        _count_changes(metrics, kinds)
-        if latest is not None:
-            with on_behalf_of(last):
-                self.totals_table[TOTALS_KEY] = latest.to_bytes()
-        put = self._contrib_writer.put
-        for asset, c in pending.items():
-            raw = c.to_bytes()
-            put(asset, raw, last)
-            self._decoded[asset] = (raw, c)
+        for kind, n in kinds.items():
+            metrics.inc("pm_portfolio_changes_total", n, result=kind)
+        self._store(latest, pending, last)
         # Only now await anything: `take_events` acks the batch however the agent leaves
         # it, so the tables must hold every decision first.
         for crossed in crossings:
@@ -324,12 +316,20 @@ class Portfolio:
             await self._maybe_emit(latest)
         metrics.observe("pm_portfolio_apply_seconds", time.perf_counter() - started)
 
+    def _store(self, totals: Totals | None, changed: dict[str, Contribution], origin: Any) -> None:
+        if totals is not None:
+            with on_behalf_of(origin):
+                self.totals_table[TOTALS_KEY] = totals.to_bytes()
+        for asset, c in changed.items():
+            raw = c.to_bytes()
+            self._contrib_writer.put(asset, raw, origin)
+            self._decoded[asset] = (raw, c)
+
     def _record_history(self, totals: Totals, ts: float, origin: Any) -> None:
         """Write the windowed table at most once per `HISTORY_SAMPLE` s of event time per
         window (a changelog record per change would double the produce load); the
         latest unwritten totals stay pending in memory, overlay reads, and are written
-        into their window when the next change lands in a later window. `origin`: the
-        input event the writes belong to (`on_behalf_of`)."""
+        into their window when the next change lands in a later window."""
         start = window_start(ts, self.window)
         pending = self._history_pending
         last = self._history_last

@@ -24,6 +24,7 @@ from pm_streams.domain import (
     UNDECODABLE,
     Book,
     EngineConfig,
+    Event,
     Fill,
     Note,
     apply,
@@ -105,16 +106,18 @@ def step(
     *,
     new_id: Callable[[], str] = _uuid,
     applied_offset: AppliedOffset | None = None,
+    decode: Callable[[bytes], Event] = event_from_bytes,
 ) -> Step:
     """One event against the asset's current record (the batch's unwritten one, or the
     stored one). With `applied_offset` (the fill-id store), a fill is a duplicate when
     its recorded application is covered by the record (`offset <= stored.offset`); an
-    entry the record does not cover is from a write the crash lost, so it is applied."""
+    entry the record does not cover is from a write the crash lost, so it is applied.
+    `decode` reads the payload (`event_from_bytes`, or the bridge's `Handoff` first)."""
     if stored is not None and offset <= stored.offset:
-        replayed = event_from_bytes(payload) if applied_offset is not None else None
+        replayed = decode(payload) if applied_offset is not None else None
         fill = replayed if isinstance(replayed, Fill) else None
         return Step(stored, (), None, "replay", fill)
-    event = event_from_bytes(payload)
+    event = decode(payload)
     fill = event if isinstance(event, Fill) else None
     if fill is not None and applied_offset is not None:
         seen = applied_offset(fill.asset, fill.mode, fill.fill_id)

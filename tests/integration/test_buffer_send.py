@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridges.inbound import kafka_producer
+from bridges.forward import kafka_producer
 from pm_streams.app import faust_app
 from pm_streams.runtime.append import LARGE, KeyPartitions, append
 from pm_streams.runtime.writes import TableWriter, on_behalf_of
