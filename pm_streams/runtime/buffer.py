@@ -119,11 +119,11 @@ class Buffer(ProducerBuffer):
         waiting = self._batched.get(batch)
         if waiting is None:
             waiting = self._batched[batch] = []
-            batch.future.add_done_callback(partial(self._settle, batch, topic, kafka))
+            batch.future.add_done_callback(partial(self._settle, batch, topic))
         waiting.append((fut, metadata.offset, metadata.timestamp))
         return True
 
-    def _settle(self, batch: Any, topic: str, kafka: Any, done: asyncio.Future[Any]) -> None:
+    def _settle(self, batch: Any, topic: str, done: asyncio.Future[Any]) -> None:
         """Settle the records `_append` put into `batch` from the batch's result."""
         waiting = self._batched.pop(batch, ())
         exc = _failure(done)
@@ -181,12 +181,12 @@ class Buffer(ProducerBuffer):
     @Service.task
     async def _handle_pending(self) -> None:
         pending = self.pending
-        append = self._append
+        take = self._append
         send_pending = self._send_pending
         while not self.should_stop:
             msg = await pending.get()
             while True:  # then what is queued already, without a wait per record
-                if not append(msg):
+                if not take(msg):
                     await send_pending(msg)
                 self.sent += 1
                 progress = self._progress
