@@ -19,7 +19,7 @@ would count A twice (a 300 of 400 change came out as 300 of 700).
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,7 +40,8 @@ TOPICS_POLL = 0.5
 
 
 class Exposure:
-    """The known contributions and their sum; `as_of(book)` for one change."""
+    """The known contributions and their sum; `as_of(book)` for one change. Sums use the
+    aggregate context's operations directly (exact, no context entered per call)."""
 
     def __init__(self) -> None:
         self.total = ZERO
@@ -49,13 +50,15 @@ class Exposure:
     def take_contribution(self, raw: bytes | None) -> None:
         if raw:
             c = Contribution.from_bytes(raw)
-            with localcontext(AGGREGATE_CONTEXT):
-                self.total += c.exposure - self._by_asset.get(c.asset, ZERO)
+            ctx = AGGREGATE_CONTEXT
+            self.total = ctx.add(
+                self.total, ctx.subtract(c.exposure, self._by_asset.get(c.asset, ZERO))
+            )
             self._by_asset[c.asset] = c.exposure
 
     def as_of(self, book: Book) -> Decimal:
         """The total exposure with `book`'s asset at its state in `book`."""
-        ctx = AGGREGATE_CONTEXT  # its operations directly: no context entered per call
+        ctx = AGGREGATE_CONTEXT
         known = self._by_asset.get(book.asset, ZERO)
         return max(ZERO, ctx.add(ctx.subtract(self.total, known), exposure_of(book)))
 

@@ -220,21 +220,20 @@ class Totals:
         """Totals with `old` (the asset's previous contribution) replaced by `new`.
         Built in one constructor call: `dataclasses.replace` looks the fields up on
         every call, and this runs once per contribution."""
-        o = old
         exposure = _add(self.exposure, new.exposure)
         net = _add(self.net, new.net)
         unrealized = _add(self.unrealized, new.unrealized)
         realized = _add(self.realized, new.realized)
         counts = (new.open_count, new.long_count, new.short_count)
-        if o is not None:
-            exposure = _sub(exposure, o.exposure)
-            net = _sub(net, o.net)
-            unrealized = _sub(unrealized, o.unrealized)
-            realized = _sub(realized, o.realized)
+        if old is not None:
+            exposure = _sub(exposure, old.exposure)
+            net = _sub(net, old.net)
+            unrealized = _sub(unrealized, old.unrealized)
+            realized = _sub(realized, old.realized)
             counts = (
-                counts[0] - o.open_count,
-                counts[1] - o.long_count,
-                counts[2] - o.short_count,
+                counts[0] - old.open_count,
+                counts[1] - old.long_count,
+                counts[2] - old.short_count,
             )
         return Totals(
             exposure=exposure,

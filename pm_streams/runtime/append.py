@@ -87,7 +87,7 @@ class KeyPartitions:
             self._count = len(known)
         hit = self._by_key.get(key)
         if hit is None:
-            hit = self.producer._partition(self.topic, None, key, None, key, None)
+            hit = int(self.producer._partition(self.topic, None, key, None, key, None))
             if len(self._by_key) < self.capacity:
                 self._by_key[key] = hit
-        return int(hit)
+        return hit

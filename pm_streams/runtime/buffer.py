@@ -98,9 +98,7 @@ class Buffer(ProducerBuffer):
         channel = message.channel
         if type(channel) is not Topic:
             return False
-        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]
-        if kafka is None:
-            return False
+        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
         topic = channel.get_topic_name()
         timestamp = message.timestamp
         headers = message.headers
