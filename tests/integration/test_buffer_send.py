@@ -46,7 +46,6 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
     run = uuid.uuid4().hex[:8]
     name, wide = f"test-buffer-{run}", f"test-buffer-wide-{run}"
     await _create(name, 2, {"max.message.bytes": "2000"})
-    await _create(wide, 3, {})
     app = faust_app(Settings(app_id=f"pmtest-buffer-{run}"))
     crashed: list[BaseException] = []
 
@@ -67,6 +66,9 @@ async def test_buffered_sends_arrive_settle_and_a_refused_one_fails(
     producer.buffer._append = spy  # before start: the sender task binds it then
     await producer.start()
     try:
+        # Created after the producer read the cluster's metadata: its partitions are not
+        # known yet when its first record comes, so that record takes `send`.
+        await _create(wide, 3, {})
         called: list[Any] = []
         futs = [
             topic.send_soon(
@@ -181,10 +183,10 @@ async def test_append_joins_the_open_batch_and_leaves_the_rest_to_send() -> None
     future for them all) behind a record `send` put there, and land in order."""
     run = uuid.uuid4().hex[:8]
     name = f"test-append-{run}"
-    await _create(name, 2, {})
     producer = kafka_producer(Settings())
     await producer.start()
     try:
+        await _create(name, 2, {})  # after the producer read the cluster's metadata
         assert append(producer, name, b"k", b"first") is None  # metadata not known yet
         partition_of = KeyPartitions(producer, name)
         assert partition_of(b"BTCUSDT") is None
