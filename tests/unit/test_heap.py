@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from pm_streams.metrics import Metrics
-from pm_streams.runtime.heap import HeapKeeper, settle
+from pm_streams.runtime.heap import (
+    MIDDLE_COLLECTION_EVERY,
+    YOUNG_COLLECTION_EVERY,
+    HeapKeeper,
+    settle,
+)
 
 
 class Node:
@@ -26,9 +31,11 @@ def cycle() -> tuple[weakref.ref[Node], Node]:
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def test_settle_freezes_the_survivors_and_not_the_garbage() -> None:
@@ -54,7 +61,21 @@ def test_a_frozen_object_that_becomes_garbage_is_collected_by_the_next_settle() 
     assert ref() is None
 
 
+def test_a_young_collection_waits_for_its_threshold_of_allocations() -> None:
+    from pm_streams.runtime.heap import space_collections
+
+    gc.collect()
+    space_collections()
+    before = gc.get_stats()[0]["collections"]
+    kept = [[] for _ in range(YOUNG_COLLECTION_EVERY // 2)]  # tracked allocations
+    assert gc.get_stats()[0]["collections"] == before  # 700 would have collected ~14 times
+    kept += [[] for _ in range(YOUNG_COLLECTION_EVERY)]
+    assert gc.get_stats()[0]["collections"] > before
+    assert len(kept) > 0
+
+
 async def test_the_keeper_settles_on_start_and_then_every_interval() -> None:
+    gc.set_threshold(700, 10, 10)
     metrics = Metrics()
     keeper = HeapKeeper(metrics, every=0.05)
     await keeper.start()
@@ -63,6 +84,9 @@ async def test_the_keeper_settles_on_start_and_then_every_interval() -> None:
         settles = metrics.histograms["pm_heap_settle_seconds"][()].n
         assert 3 <= settles <= 8
         assert gc.get_freeze_count() > 0
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == (YOUNG_COLLECTION_EVERY, MIDDLE_COLLECTION_EVERY)
+        assert full == 10  # CPython's, kept
     finally:
         await keeper.stop()
 
