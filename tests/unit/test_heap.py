@@ -67,7 +67,7 @@ def test_a_young_collection_waits_for_its_threshold_of_allocations() -> None:
     gc.collect()
     space_collections()
     before = gc.get_stats()[0]["collections"]
-    kept = [[] for _ in range(YOUNG_COLLECTION_EVERY // 2)]  # tracked allocations
+    kept: list[list[int]] = [[] for _ in range(YOUNG_COLLECTION_EVERY // 2)]  # tracked allocations
     assert gc.get_stats()[0]["collections"] == before  # 700 would have collected ~14 times
     kept += [[] for _ in range(YOUNG_COLLECTION_EVERY)]
     assert gc.get_stats()[0]["collections"] > before
