@@ -25,6 +25,12 @@ and its callback (a table's persisted offset) are settled from the batch's resul
 Faust's `_on_published` does. Other channels, and a transactional app, take Faust's
 own path.
 
+The buffer's limit (`MAX_MESSAGES`) is above what agent batches queue at once: Faust's 100
+is less than one batch's table writes on a wide book (a record per asset changed), so the
+conductor logged "producer buffer full" and waited for a flush before delivering the
+next fetched record about twenty times a second under load (and took its slow,
+coroutine-per-record delivery path while the buffer was over the limit).
+
 Upstream: faust-streaming's `ProducerBuffer.size` reads `app.conf.producer_threaded`
 per call and `flush_atmost` runs `asyncio.wait_for` per message; each buffered message
 goes through `Topic.publish_message` and `Producer.send`.
@@ -55,8 +61,15 @@ log = get_logger("pm_streams.runtime.buffer")
 NO_PROGRESS = 0.1
 """Seconds `flush_atmost` waits for the next send before it returns, as Faust's does."""
 
+MAX_MESSAGES = 10_000
+"""Queued messages above which the conductor waits (`wait_until_ebb`) before it delivers
+the next fetched record: ten agent batches' table writes (`batch_max` 1,000 events), some
+15 MB of records. Faust's is 100."""
+
 
 class Buffer(ProducerBuffer):
+    max_messages = MAX_MESSAGES
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.sent = 0
@@ -86,6 +99,13 @@ class Buffer(ProducerBuffer):
             except TimeoutError:
                 break
         return self.sent - first
+
+    async def wait_until_ebb(self) -> None:
+        """Wait until at most `max_messages` are queued (Kafka is slower than the agents)."""
+        over = self.size - self.max_messages
+        if over > 0:
+            log.warning("producer_buffer_full", queued=self.size, limit=self.max_messages)
+            await self.flush_atmost(over)
 
     def _append(self, fut: Any) -> bool:
         """Append a buffered Kafka record to aiokafka's open batch of its partition

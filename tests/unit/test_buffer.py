@@ -79,12 +79,25 @@ async def test_flush_gives_up_after_a_tenth_of_a_second_without_progress(
     assert buffer.sent_items == ["stuck"]
 
 
-async def test_waiting_on_size_over_the_limit_flushes(buffer: Recording) -> None:
+async def test_waiting_on_size_over_the_limit_flushes_down_to_the_limit(
+    buffer: Recording,
+) -> None:
+    buffer.max_messages = 100
     buffer.delay = 0.001
-    for i in range(buffer.max_messages + 30):
+    for i in range(130):
         buffer.put(i)  # type: ignore[arg-type]
     await asyncio.wait_for(buffer.wait_until_ebb(), 5)
-    assert buffer.size <= buffer.max_messages
+    assert 99 <= buffer.size <= 100  # down to the limit, not a further 100
+    sent = len(buffer.sent_items)
+    await asyncio.wait_for(buffer.wait_until_ebb(), 5)  # at the limit: no wait
+    assert len(buffer.sent_items) - sent <= 1
+
+
+def test_the_limit_holds_several_batches_of_table_writes() -> None:
+    settings = Settings(app_id="pmtest-buffer")
+    # A batch writes a record per asset changed, its fill ids and contributions: the
+    # conductor must not stall on one batch's writes.
+    assert Buffer.max_messages >= 4 * settings.batch_max
 
 
 def test_the_app_producer_uses_this_buffer_and_its_sender_task() -> None:
