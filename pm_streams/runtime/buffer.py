@@ -23,7 +23,9 @@ its `send`. Messages queued together are taken in one go. A failed batch is a fa
 send for `transport.Producer` as every send of the worker, and each message's future
 and its callback (a table's persisted offset) are settled from the batch's result as
 Faust's `_on_published` does. Other channels, and a transactional app, take Faust's
-own path.
+own path. A table write (`runtime.writes.TableWriter`) is appended at once when nothing
+queued or being sent is ahead of it (`append_now`): no message, future or queue hop per
+record, and the table's persisted offset is set once per stored batch.
 
 The buffer's limit (`MAX_MESSAGES`) is above what agent batches queue at once: Faust's 100
 is less than one batch's table writes on a wide book (a record per asset changed), so the
@@ -41,10 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
@@ -75,8 +78,9 @@ class Buffer(ProducerBuffer):
         self.sent = 0
         self._progress: asyncio.Future[None] | None = None
         self.direct = False  # `install`: whether Kafka topics' messages are sent here
-        self._batched: dict[Any, list[tuple[Any, int, int]]] = {}
-        """aiokafka batch -> the records `_append` put into it (future, offset, time)."""
+        self._batched: dict[Any, _Appended] = {}
+        """aiokafka batch -> the records appended to it here."""
+        self._sending = False  # `_handle_pending` awaits a message's `send`
 
     def put(self, fut: Any) -> None:
         self.pending.put_nowait(fut)
@@ -134,26 +138,57 @@ class Buffer(ProducerBuffer):
         if appended is None:
             return False
         batch, metadata = appended
-        waiting = self._batched.get(batch)
-        if waiting is None:
-            waiting = self._batched[batch] = []
-            batch.future.add_done_callback(partial(self._settle, batch, topic))
-        waiting.append((fut, metadata.offset, metadata.timestamp))
+        self._appended(batch, topic).futures.append((fut, metadata.offset, metadata.timestamp))
         return True
 
+    def append_now(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int,
+        stored: Callable[[TopicPartition, int], None],
+    ) -> bool:
+        """Append a record to aiokafka's open batch of its partition now, without a
+        message and its future, when no queued message or `send` in progress could go
+        before it (the order of the records put is kept). When the batch is stored,
+        `stored(tp, offset)` is called once with the offset of its last record appended
+        for that callback. False: queue the record (`put`) instead."""
+        if not self.direct or self._sending or self.pending._queue:  # type: ignore[attr-defined]
+            return False
+        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
+        appended = append(kafka, topic, key, value, partition=partition)
+        if appended is None:
+            return False
+        batch, metadata = appended
+        self._appended(batch, topic).stored[stored] = metadata.offset
+        return True
+
+    def _appended(self, batch: Any, topic: str) -> _Appended:
+        appended = self._batched.get(batch)
+        if appended is None:
+            appended = self._batched[batch] = _Appended()
+            batch.future.add_done_callback(partial(self._settle, batch, topic))
+        return appended
+
     def _settle(self, batch: Any, topic: str, done: asyncio.Future[Any]) -> None:
-        """Settle the records `_append` put into `batch` from the batch's result."""
-        waiting = self._batched.pop(batch, ())
+        """Settle the records appended to `batch` here from the batch's result; a failed
+        batch is a failed send (`Producer.failed`: the worker stops)."""
+        appended = self._batched.pop(batch, None) or _Appended()
+        waiting = appended.futures
         exc = _failure(done)
         if exc is not None:
             self.app.producer.failed(topic, exc)  # type: ignore[union-attr]
             for fut, _, _ in waiting:
                 fut.set_exception(copy.copy(exc))
-            log.warning("send_failed", topic=topic, error=repr(exc), records=len(waiting))
+            records = len(waiting) + len(appended.stored)
+            log.warning("send_failed", topic=topic, error=repr(exc), records=records)
             return
         result = done.result()
         tp = batch.tp
         base, timestamp, log_start = result.offset, result.timestamp, result.log_start_offset
+        for stored, offset in appended.stored.items():
+            stored(tp, base + offset)
         kind = 0 if timestamp == -1 else 1
         for fut, offset, own_timestamp in waiting:
             fut.set_result(
@@ -205,7 +240,11 @@ class Buffer(ProducerBuffer):
             msg = await pending.get()
             while True:  # then what is queued already, without a wait per record
                 if not take(msg):
-                    await send_pending(msg)
+                    self._sending = True
+                    try:
+                        await send_pending(msg)
+                    finally:
+                        self._sending = False
                 self.sent += 1
                 progress = self._progress
                 if progress is not None and not progress.done():
@@ -213,6 +252,18 @@ class Buffer(ProducerBuffer):
                 if pending.empty():
                     break
                 msg = pending.get_nowait()
+
+
+class _Appended:
+    """The records appended to one aiokafka batch here: buffered messages (future,
+    offset in the batch, own timestamp), and per `append_now` callback the offset in the
+    batch of the last record appended for it."""
+
+    __slots__ = ("futures", "stored")
+
+    def __init__(self) -> None:
+        self.futures: list[tuple[Any, int, int]] = []
+        self.stored: dict[Callable[[TopicPartition, int], None], int] = {}
 
 
 def _failure(done: asyncio.Future[Any]) -> BaseException | None:

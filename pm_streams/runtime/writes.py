@@ -14,9 +14,11 @@ and portfolio contribution tables), without Faust's layers per write:
 `Table.__setitem__ -> on_key_set -> send_changelog -> Topic.send_soon ->
 as_future_message` looks up the current event, the serializers (twice each) and the
 sensors on every write: a third of writing a record in a profile of the wide pipeline
-bench. It builds the same `FutureMessage` (changelog topic,
-partition of `origin`, the table's `_on_changelog_sent` callback) onto the producer
-buffer and stores the value the same way.
+bench. It appends the record (changelog topic, partition of `origin`) to aiokafka's open
+batch at once when nothing queued goes before it (`Buffer.append_now`: no message, no
+future; the table's persisted offset is set once per stored batch, as its
+`_on_changelog_sent` would per record), else queues the same `FutureMessage` as Faust
+(the table's callback per record); it stores the value the same way.
 
 Upstream: faust-streaming sets the current event (which `table[key] = value` needs) in
 the task that iterates the stream; under `take_events` that is the drainer task, not the
@@ -61,7 +63,9 @@ class TableWriter:
             raise ValueError(f"{table.name}: a TableWriter needs a plain table")
         self.table = table
         self.raw_keys = table.key_serializer == "raw"
+        self.topic: str = table.changelog_topic.get_topic_name()
         self._keys: dict[str, bytes] = {}
+        self._persisted = self.persisted  # one bound method: `append_now` keys on it
 
     def key_bytes(self, key: str) -> bytes:
         if self.raw_keys:
@@ -78,15 +82,37 @@ class TableWriter:
         """`table[key] = value` on behalf of `origin`."""
         table = self.table
         app = table.app
+        key_bytes = self.key_bytes(key)
+        partition = origin.message.partition
+        buffer = app.producer.buffer
+        if not buffer.append_now(self.topic, key_bytes, value, partition, self._persisted):
+            self._queue(key_bytes, value, partition)
+        token = _current_event.set(weakref.ref(origin))  # a RocksDB store reads its partition
+        try:
+            table.data[key] = value
+        finally:
+            _current_event.reset(token)
+
+    def persisted(self, tp: Any, offset: int) -> None:
+        """A batch of the changelog is stored up to `offset`: what the table's own
+        callback (`_on_changelog_sent`) records per record (a RocksDB store keeps it to
+        skip that far on recovery; the memory store keeps nothing)."""
+        self.table.data.set_persisted_offset(tp, offset)
+
+    def _queue(self, key_bytes: bytes, value: bytes, partition: int) -> None:
+        """The record as Faust's `send_changelog` queues it (a `FutureMessage` with the
+        table's callback), for the producer buffer's own path."""
+        table = self.table
+        app = table.app
         app.producer.send_soon(
             FutureMessage(
                 PendingMessage(
                     table.changelog_topic,
-                    self.key_bytes(key),
+                    key_bytes,
                     value,
                     key_serializer=table.key_serializer,
                     value_serializer="raw",
-                    partition=origin.message.partition,
+                    partition=partition,
                     timestamp=None,
                     headers={},
                     callback=table._on_changelog_sent,
@@ -96,8 +122,3 @@ class TableWriter:
                 )
             )
         )
-        token = _current_event.set(weakref.ref(origin))  # a RocksDB store reads its partition
-        try:
-            table.data[key] = value
-        finally:
-            _current_event.reset(token)

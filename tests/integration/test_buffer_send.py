@@ -132,8 +132,8 @@ class _Event:
 async def test_put_writes_a_table_as_faust_setitem_does(key_serializer: str) -> None:
     """`TableWriter.put` and `table[key] = value` (under `on_behalf_of`) leave the same
     changelog record (key as the table serializes it, value, the origin's partition),
-    the same stored value, and run the table's sent callback; tables it cannot write
-    are refused."""
+    the same stored value, and the same persisted offset (the table's sent callback, or
+    once per batch for records appended at once); tables it cannot write are refused."""
     run = uuid.uuid4().hex[:8]
     app = faust_app(Settings(app_id=f"pmtest-put-{run}"))
     table = app.Table(f"t-{run}", key_type=str, value_type=bytes, partitions=3)
@@ -165,6 +165,32 @@ async def test_put_writes_a_table_as_faust_setitem_does(key_serializer: str) -> 
         assert keys[0] == (b"BTCUSDT" if key_serializer == "raw" else b'"BTCUSDT"')
         assert [r.value for r in records] == [b"by faust", b"by put", b"by put", b"by faust"]
         assert len(sent) == 4 and all(f.result().partition == 2 for f in sent)
+
+        # Nothing queued: `put` appends at once (no message, no callback per record) and
+        # the table's persisted offset is set once for the batch; behind a queued
+        # record `put` queues as well, so the writes keep their order.
+        persisted: list[tuple[Any, int]] = []
+        table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
+        buffer = producer.buffer
+        assert buffer.size == 0
+        writer.put("SOLUSDT", b"direct 1", origin)
+        writer.put("SOLUSDT", b"direct 2", origin)
+        assert buffer.size == 0  # appended, not queued
+        with on_behalf_of(origin):
+            table["SOLUSDT"] = b"by faust"
+        writer.put("SOLUSDT", b"queued", origin)
+        assert buffer.size == 2
+        await asyncio.wait_for(producer.flush(), 10)
+        await asyncio.sleep(0.1)
+        records = await _records(TopicPartition(changelog, 2), 8)
+        assert [r.value for r in records[4:]] == [b"direct 1", b"direct 2", b"by faust", b"queued"]
+        assert table.data["SOLUSDT"] == b"queued"
+        assert len(sent) == 6  # the two queued records' callbacks only
+        assert [(tp.topic, tp.partition, offset) for tp, offset in persisted] == [
+            (changelog, 2, 5),  # the appended pair, once
+            (changelog, 2, 6),  # the queued records, through the table's callback
+            (changelog, 2, 7),
+        ]
     finally:
         await producer.stop()
     keyed = app.Table(f"j-{run}", key_type=str, value_type=bytes, partitions=3)

@@ -26,6 +26,9 @@ class Recording(Buffer):
         self.gate.set()
         self.delay = 0.0
 
+    def _append(self, fut: Any) -> bool:
+        return False  # every message takes the recorded send
+
     async def _send_pending(self, fut: Any) -> None:
         await self.gate.wait()
         if self.delay:
@@ -91,6 +94,21 @@ async def test_waiting_on_size_over_the_limit_flushes_down_to_the_limit(
     sent = len(buffer.sent_items)
     await asyncio.wait_for(buffer.wait_until_ebb(), 5)  # at the limit: no wait
     assert len(buffer.sent_items) - sent <= 1
+
+
+async def test_nothing_is_appended_at_once_while_a_message_is_queued_or_being_sent(
+    buffer: Recording,
+) -> None:
+    buffer.direct = True
+    buffer.gate.clear()
+    buffer.put("first")  # type: ignore[arg-type]
+    assert not buffer.append_now("t", b"k", b"v", 0, lambda tp, offset: None)  # queued
+    await asyncio.sleep(0.01)  # the sender took it and waits in its send
+    assert buffer.size == 0
+    assert not buffer.append_now("t", b"k", b"v", 0, lambda tp, offset: None)  # being sent
+    buffer.gate.set()
+    await asyncio.wait_for(buffer.flush(), 5)
+    assert buffer.sent_items == ["first"] and not buffer._sending
 
 
 def test_the_limit_holds_several_batches_of_table_writes() -> None:
