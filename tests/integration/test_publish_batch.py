@@ -110,3 +110,53 @@ async def test_a_message_without_id_gets_one(
     got = await drain(ch, queue, 2)
     ids = [m.message_id for m in got]
     assert len(ids) == 2 and all(ids) and ids[0] != ids[1]
+
+
+async def test_a_nacked_message_fails_its_batch(
+    channel: tuple[aio_pika.abc.AbstractChannel, str],
+) -> None:
+    """A queue that refuses publishes beyond its length nacks them: the batch fails
+    naming the first refused message, and nothing waits on the channel afterwards."""
+    ch, _ = channel
+    amqp = await ch.get_underlay_channel()
+    full = f"test-publish-full-{uuid.uuid4().hex[:8]}"
+    await ch.declare_queue(
+        full, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    try:
+        batch = [Outgoing(full, b"{}", f"full-{i}", "t") for i in range(3)]
+        with pytest.raises(ConnectionError, match="rabbitmq did not confirm") as failed:
+            await asyncio.wait_for(publish_batch(amqp, batch), 10)
+        assert "full-1" in str(failed.value)  # the first one past the limit
+        await asyncio.sleep(0.2)  # the rest of the batch's confirms
+        assert not amqp.confirmations and not amqp.message_id_delivery_tag
+    finally:
+        await ch.queue_delete(full)
+
+
+async def test_a_channel_closing_under_a_waiting_batch_fails_it(
+    channel: tuple[aio_pika.abc.AbstractChannel, str],
+) -> None:
+    """Frames the broker never sees get no confirm: the batch waits until its channel
+    closes, and then fails instead of waiting forever."""
+    _, queue = channel
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        own = await connection.channel(publisher_confirms=True)
+        amqp = await own.get_underlay_channel()
+        write = amqp.write_queue.put
+
+        async def swallowed(frame: object) -> None:
+            return None
+
+        amqp.write_queue.put = swallowed  # type: ignore[method-assign]
+        waiting = asyncio.ensure_future(publish_batch(amqp, [outgoing(queue, i) for i in range(5)]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        amqp.write_queue.put = write  # type: ignore[method-assign]
+        await own.close()
+        with pytest.raises(BaseException) as failed:
+            await asyncio.wait_for(waiting, 5)
+        assert not isinstance(failed.value, TimeoutError)
+    finally:
+        await connection.close()
