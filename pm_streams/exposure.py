@@ -27,7 +27,7 @@ from mode import Service
 
 from pm_streams.backoff import Backoff
 from pm_streams.domain import AGGREGATE_CONTEXT, UNDECODABLE, Book
-from pm_streams.domain.portfolio import Contribution, exposure_of
+from pm_streams.domain.portfolio import exposure_from_bytes, exposure_of
 from pm_streams.logs import get_logger
 from pm_streams.names import PORTFOLIO_CONTRIB_TABLE
 from pm_streams.settings import Settings
@@ -49,12 +49,12 @@ class Exposure:
 
     def take_contribution(self, raw: bytes | None) -> None:
         if raw:
-            c = Contribution.from_bytes(raw)
+            asset, exposure = exposure_from_bytes(raw)
             ctx = AGGREGATE_CONTEXT
             self.total = ctx.add(
-                self.total, ctx.subtract(c.exposure, self._by_asset.get(c.asset, ZERO))
+                self.total, ctx.subtract(exposure, self._by_asset.get(asset, ZERO))
             )
-            self._by_asset[c.asset] = c.exposure
+            self._by_asset[asset] = exposure
 
     def as_of(self, book: Book) -> Decimal:
         """The total exposure with `book`'s asset at its state in `book`."""

@@ -91,6 +91,17 @@ CONTRIBUTION = Codec(
 )
 
 
+def exposure_from_bytes(raw: bytes) -> tuple[str, Decimal]:
+    """(asset, exposure) of a stored contribution (`Contribution.to_bytes`), without
+    decoding the rest: the outputs' exposure follower reads every contribution record
+    and needs only these two. Raises `UNDECODABLE` errors as `from_bytes` does."""
+    o = orjson.loads(raw)
+    asset, exposure = o["asset"], o["exposure"]
+    if not isinstance(asset, str) or not isinstance(exposure, str):
+        raise ValueError("not a contribution record")
+    return asset, Decimal(exposure)
+
+
 def contributions_to_bytes(contributions: Iterable[Contribution]) -> bytes:
     """One portfolio-topic record carrying the contributions of one positions batch."""
     return orjson.dumps([CONTRIBUTION.encode(c) for c in contributions])

@@ -7,10 +7,11 @@ from decimal import Decimal
 from fractions import Fraction
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pm_streams.domain import Event, apply
+from pm_streams.domain import UNDECODABLE, Event, apply
 from pm_streams.domain.portfolio import (
     Contribution,
     Totals,
@@ -18,6 +19,7 @@ from pm_streams.domain.portfolio import (
     contributions_from_bytes,
     contributions_to_bytes,
     decide,
+    exposure_from_bytes,
     totals_of,
 )
 from pm_streams.domain.portfolio_views import portfolio_event, portfolio_view
@@ -133,6 +135,18 @@ def test_limit_crossing_is_flagged_once() -> None:
 def test_codecs_round_trip_and_event_ids_are_deterministic() -> None:
     c = contribution(book_of("BTCUSDT", fill("1.5", "48666.666666666666666666666667")))
     assert Contribution.from_bytes(c.to_bytes()) == c
+    asset, exposure = exposure_from_bytes(c.to_bytes())
+    assert asset == "BTCUSDT" and exposure == c.exposure
+    assert str(exposure) == str(Contribution.from_bytes(c.to_bytes()).exposure)
+    for bad in (
+        b"[]",
+        b"{",
+        b'{"asset": "BTCUSDT"}',
+        b'{"asset": "X", "exposure": 5}',
+        b'{"asset": "X", "exposure": "x"}',
+    ):
+        with pytest.raises(UNDECODABLE):
+            exposure_from_bytes(bad)
     t = totals_of([c])
     t = decide(Totals(), None, c, offset=3, now=NOW, max_exposure=None).totals
     assert t is not None
@@ -332,6 +346,10 @@ def test_a_contribution_is_exactly_the_reference_sum_over_the_legs(events) -> No
     if book is None or not book.legs:
         return
     c = contribution(book)
+    raw = c.to_bytes()
+    asset, exposure = exposure_from_bytes(raw)  # what the exposure follower reads
+    assert asset == c.asset and exposure == c.exposure
+    assert str(exposure) == str(Contribution.from_bytes(raw).exposure)  # digit for digit
     got = (
         c.exposure,
         c.net,
