@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -19,15 +20,27 @@ _OUT = Context(prec=100, rounding=ROUND_HALF_EVEN)
 _OUT_SCALE = Decimal("1e-18")
 
 
+TEXT_CACHE = 8192
+"""Recent values whose output text is remembered (`decimal_text`, `iso`). The outputs
+spell the same sizes, fees, PnL and times for change after change of an asset, twice
+(Postgres row and event), and the API again: a remembered text costs ~0.06 µs against
+0.5-1 µs to spell it. Equal values always spell the same (both functions depend on the
+value only, not on a Decimal's exponent or a datetime's zone), so the value is the key."""
+
+
 def decimal_text(d: Decimal) -> str:
     """A Decimal as every output shows it (SPEC §4 rev 2): plain, no exponent, no `-0`,
-    trailing zeros stripped, rounded half-even to at most 18 decimal places.
-
-    Spelt first, rounded only when the text shows more than 18 places (such a value
-    has more than 18 before normalizing too): `as_tuple()` on every value, to look at
-    its exponent, cost as much as the spelling."""
+    trailing zeros stripped, rounded half-even to at most 18 decimal places."""
     if not d:
         return "0"
+    return _decimal_text(d)
+
+
+@functools.lru_cache(maxsize=TEXT_CACHE)
+def _decimal_text(d: Decimal) -> str:
+    """Spelt first, rounded only when the text shows more than 18 places (such a value
+    has more than 18 before normalizing too): `as_tuple()` on every value, to look at
+    its exponent, cost as much as the spelling."""
     text = format(_OUT.normalize(d), "f")
     dot = text.find(".")
     if dot >= 0 and len(text) - dot - 1 > 18:
@@ -52,6 +65,11 @@ def iso(dt: datetime | None) -> str | None:
     """ISO-8601 UTC with a `Z` suffix."""
     if dt is None:
         return None
+    return _iso(dt)
+
+
+@functools.lru_cache(maxsize=TEXT_CACHE)
+def _iso(dt: datetime) -> str:
     if dt.tzinfo is UTC:  # every stored time: spelt `...+00:00`, no conversion needed
         return dt.isoformat()[:-6] + "Z"
     if dt.tzinfo is None:

@@ -27,6 +27,7 @@ from pm_streams.domain import (
     event_from_bytes,
     event_to_bytes,
     features,
+    iso,
     position_to_dict,
 )
 from pm_streams.stored import Stored, record_floor, stored_from_bytes, stored_to_bytes
@@ -258,6 +259,32 @@ def _rule(d: Decimal) -> str:
 )
 def test_the_output_text_follows_the_rule(value: Decimal) -> None:
     assert decimal_text(value) == _rule(value)
+
+
+@given(st.integers(-(10**30), 10**30), st.integers(-40, 20), st.integers(0, 12))
+def test_equal_values_in_other_spellings_get_the_same_text_in_any_order(
+    digits: int, exponent: int, pad: int
+) -> None:
+    """The output texts are remembered by value (`output.TEXT_CACHE`): a value spelt
+    with more zeros, or normalized, after or before its other spelling, gets the rule's
+    text, and so does its negation."""
+    value = Decimal(digits).scaleb(exponent)
+    padded = value.quantize(Decimal(1).scaleb(exponent - pad), context=Context(prec=200))
+    normal = value.normalize(Context(prec=200))
+    assert padded == value == normal
+    for d in (value, padded, normal, -padded, -value, padded, value):
+        assert decimal_text(d) == _rule(d)
+
+
+def test_equal_instants_in_any_zone_get_the_same_time_text_in_any_order() -> None:
+    utc = datetime(2026, 12, 4, 9, 30, 15, 250_000, tzinfo=UTC)
+    east = utc.astimezone(timezone(timedelta(hours=2)))
+    naive = datetime(2026, 12, 4, 11, 30, 15, 250_000)  # read as UTC: another instant
+    assert iso(east) == "2026-12-04T09:30:15.250000Z"
+    assert iso(utc) == "2026-12-04T09:30:15.250000Z"
+    assert iso(naive) == "2026-12-04T11:30:15.250000Z"
+    assert iso(utc.replace(microsecond=0)) == "2026-12-04T09:30:15Z"
+    assert iso(None) is None
 
 
 def test_a_record_written_before_funding_pnl_reads_as_zero_funding() -> None:
