@@ -285,20 +285,20 @@ def _seed_legacy_ids(ids: FillIds, stored: Stored, now: Any, origin: Any) -> Non
 def _contribute(service: Service, books: list[Book]) -> None:
     """Queue the contributions of `books` to the portfolio (SPEC §5), event-timed.
 
-    `send_soon`: onto the producer buffer that also carries the table's changelog, so
-    they go out right after the records they describe, without an await; a replay
+    Appended to the producer's batch at once (`Buffer.append_now`), or `send_soon`
+    behind what the buffer holds: after the table records they describe either way,
+    without an await; a replay
     re-sends them and the portfolio ignores versions it has. At most
     `CONTRIBUTIONS_PER_RECORD` per record (a record stays far below Kafka's 1 MB)."""
+    topic = service.portfolio.topic
     for start in range(0, len(books), CONTRIBUTIONS_PER_RECORD):
         chunk = [contribution(book) for book in books[start : start + CONTRIBUTIONS_PER_RECORD]]
         raw = contributions_to_bytes(chunk)
         service.portfolio.handoff.put(raw, chunk)
-        service.portfolio.topic.send_soon(
-            key=None,
-            value=raw,
-            timestamp=max(c.at for c in chunk).timestamp(),
-            force=True,
-        )
+        at = max(c.at for c in chunk).timestamp()
+        buffer: Any = service.app.producer.buffer  # `runtime.buffer.Buffer` (the transport's)
+        if not buffer.append_now(topic.get_topic_name(), None, raw, None, None, int(at * 1000.0)):
+            topic.send_soon(key=None, value=raw, timestamp=at, force=True)
 
 
 def _schedule_validations(service: Service, book: Book) -> None:

@@ -122,6 +122,7 @@ class Portfolio:
         for table in (self.contrib, self.totals_table, history):
             table.value_serializer = "raw"  # type: ignore[attr-defined]
         self._contrib_writer = TableWriter(self.contrib)
+        self._totals_writer = TableWriter(self.totals_table)
         # The positions agent's contributions, by the record they were sent in.
         self.handoff: Handoff[list[Contribution]] = Handoff(256)
         self.history = history.tumbling(
@@ -318,8 +319,7 @@ class Portfolio:
 
     def _store(self, totals: Totals | None, changed: dict[str, Contribution], origin: Any) -> None:
         if totals is not None:
-            with on_behalf_of(origin):
-                self.totals_table[TOTALS_KEY] = totals.to_bytes()
+            self._totals_writer.put(TOTALS_KEY, totals.to_bytes(), origin)
         for asset, c in changed.items():
             raw = c.to_bytes()
             self._contrib_writer.put(asset, raw, origin)

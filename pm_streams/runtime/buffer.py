@@ -146,22 +146,26 @@ class Buffer(ProducerBuffer):
         topic: str,
         key: bytes | None,
         value: bytes,
-        partition: int,
-        stored: Callable[[TopicPartition, int], None],
+        partition: int | None,
+        stored: Callable[[TopicPartition, int], None] | None = None,
+        timestamp_ms: int | None = None,
     ) -> bool:
-        """Append a record to aiokafka's open batch of its partition now, without a
-        message and its future, when no queued message or `send` in progress could go
-        before it (the order of the records put is kept). When the batch is stored,
-        `stored(tp, offset)` is called once with the offset of its last record appended
-        for that callback. False: queue the record (`put`) instead."""
+        """Append a record to aiokafka's open batch of its partition (None: the
+        partitioner's) now, without a message and its future, when no queued message or
+        `send` in progress could go before it (the order of the records put is kept).
+        When the batch is stored, `stored(tp, offset)` is called once with the offset of
+        its last record appended for that callback; a failed batch stops the worker
+        (`_settle`). False: queue the record (`put`) instead."""
         if not self.direct or self._sending or self.pending._queue:  # type: ignore[attr-defined]
             return False
         kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
-        appended = append(kafka, topic, key, value, partition=partition)
+        appended = append(kafka, topic, key, value, partition=partition, timestamp_ms=timestamp_ms)
         if appended is None:
             return False
         batch, metadata = appended
-        self._appended(batch, topic).stored[stored] = metadata.offset
+        entry = self._appended(batch, topic)
+        if stored is not None:
+            entry.stored[stored] = metadata.offset
         return True
 
     def _appended(self, batch: Any, topic: str) -> _Appended:

@@ -235,3 +235,32 @@ async def test_append_joins_the_open_batch_and_leaves_the_rest_to_send() -> None
         assert [r.value for r in records] == [f"v{i}".encode() for i in range(6)]
     finally:
         await producer.stop()
+
+
+async def test_append_now_keeps_the_timestamp_and_leaves_an_unknown_topic_to_the_queue() -> None:
+    """A record with no callback (the positions agent's contributions record): refused
+    while its topic's partitions are unknown or a message is queued, else appended with
+    its own timestamp to the partitioner's partition."""
+    run = uuid.uuid4().hex[:8]
+    name = f"test-append-now-{run}"
+    app = faust_app(Settings(app_id=f"pmtest-append-now-{run}"))
+    topic = app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    producer: Any = app.producer
+    buffer = producer.buffer
+    await producer.start()
+    try:
+        await _create(name, 1, {})  # after the producer read the cluster's metadata
+        assert not buffer.append_now(name, None, b"early", None, None, 1_700_000_000_000)
+        await topic.send(value=b"first")  # `send` learns the topic's partitions
+        queued = topic.send_soon(value=b"queued")
+        assert not buffer.append_now(name, None, b"behind", None)  # a message waits
+        await asyncio.wait_for(producer.flush(), 10)
+        assert buffer.append_now(name, None, b"now", None, None, 1_700_000_000_123)
+        await asyncio.wait_for(producer.flush(), 10)
+        records = await _records(TopicPartition(name, 0), 3)
+        assert [r.value for r in records] == [b"first", b"queued", b"now"]
+        assert records[2].timestamp == 1_700_000_000_123
+        assert queued.result().offset == 1
+        assert producer.failure is None
+    finally:
+        await producer.stop()
