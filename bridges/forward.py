@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from pm_streams.domain import Event, event_to_bytes
 from pm_streams.handoff import Handoff
-from pm_streams.runtime.append import KeyPartitions, append
+from pm_streams.runtime.append import PRODUCER_MAX_BATCH, KeyPartitions, append
 from pm_streams.settings import Settings
 
 
@@ -26,7 +26,7 @@ def kafka_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
-        max_batch_size=256 * 1024,
+        max_batch_size=PRODUCER_MAX_BATCH,
         # A batch not delivered within this time fails its futures; the session then
         # restarts and RabbitMQ redelivers. Long enough to ride out a broker restart.
         request_timeout_ms=40_000,

@@ -25,6 +25,7 @@ from pm_streams.names import FILL_IDS_TABLE, POSITIONS_TABLE
 from pm_streams.portfolio import Portfolio
 from pm_streams.prices import PriceRefresher
 from pm_streams.processing import BookCache
+from pm_streams.runtime.append import PRODUCER_MAX_BATCH
 from pm_streams.runtime.heap import HeapKeeper
 from pm_streams.runtime.streams import BatchingStream
 from pm_streams.runtime.transport import Transport, Web
@@ -94,6 +95,9 @@ def faust_app(settings: Settings) -> faust.App:
         # made the broker's CPU the bottleneck (bench/bench_api.py: ~2x throughput),
         # and 0 gave a worse visibility p99 at 500 events/s (bench/bench_api.py).
         producer_linger=settings.producer_linger,
+        # At Faust's 16 KB a wide batch's changelog records (~1 KB each) waited for a
+        # produce round trip per 15 records, each through `send` (`runtime.append`).
+        producer_max_batch_size=PRODUCER_MAX_BATCH,
         stream_recovery_delay=0.0,
         # A processing error must not silently ack an event: the agent catches
         # its own errors and dead-letters them, anything else is a crash.

@@ -29,6 +29,11 @@ from aiokafka import TopicPartition
 LARGE = 64 * 1024
 """Bytes of key and value from which a record takes `send` (its size checks)."""
 
+PRODUCER_MAX_BATCH = 256 * 1024
+"""Bytes of one producer batch (the worker's and the bridge's producers): aiokafka keeps
+one open batch per partition, and a record that does not fit waits until that batch is
+sent, so a batch of agent writes must fit (far below the broker's 1 MB limit)."""
+
 
 def append(
     producer: Any,

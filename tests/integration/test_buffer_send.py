@@ -264,3 +264,31 @@ async def test_append_now_keeps_the_timestamp_and_leaves_an_unknown_topic_to_the
         assert producer.failure is None
     finally:
         await producer.stop()
+
+
+async def test_a_wide_batch_of_table_writes_joins_one_open_batch() -> None:
+    """200 changelog records of ~1 KB to one partition (a wide book's batch) are all
+    appended to the producer's open batch: none waits for a produce round trip in
+    `send`, as at Faust's 16 KB batches after about 15 records."""
+    run = uuid.uuid4().hex[:8]
+    app = faust_app(Settings(app_id=f"pmtest-wide-{run}"))
+    table = app.Table(f"t-{run}", key_type=str, value_type=bytes, partitions=1)
+    table.value_serializer = "raw"
+    changelog = table.changelog_topic.get_topic_name()
+    await _create(changelog, 1, {})
+    assert app.conf.producer_max_batch_size >= 200 * 1100
+    producer: Any = app.producer
+    buffer = producer.buffer
+    await producer.start()
+    try:
+        await producer.send_and_wait(changelog, b"k", b"first", 0, None, None)  # metadata known
+        appended = [
+            buffer.append_now(changelog, f"A{i}".encode(), b"x" * 1000, 0) for i in range(200)
+        ]
+        assert all(appended)
+        await asyncio.wait_for(producer.flush(), 10)
+        records = await _records(TopicPartition(changelog, 0), 201)
+        assert [r.key for r in records[1:]] == [f"A{i}".encode() for i in range(200)]
+        assert producer.failure is None
+    finally:
+        await producer.stop()
