@@ -215,21 +215,20 @@ class _Confirmation:
             self.batch.acked()
             return
         reason = getattr(getattr(confirmation, "delivery", None), "reply_text", None)
-        self.batch.fail(
-            ConnectionError(
-                f"rabbitmq did not confirm message {self.message.message_id} to "
-                f"{self.message.routing_key!r}: {reason or confirmation!r}"
-            )
-        )
+        self._refused(reason or repr(confirmation))
 
     def set_exception(self, exc: BaseException) -> None:
         if self.settled:
             raise asyncio.InvalidStateError("confirmation already settled")
         self.settled = True
+        self._refused(repr(exc))
+
+    def _refused(self, detail: str) -> None:
+        message = self.message
         self.batch.fail(
             ConnectionError(
-                f"rabbitmq did not confirm message {self.message.message_id} to "
-                f"{self.message.routing_key!r}: {exc!r}"
+                f"rabbitmq did not confirm message {message.message_id} to "
+                f"{message.routing_key!r}: {detail}"
             )
         )
 

@@ -287,16 +287,15 @@ def _contribute(service: Service, books: list[Book]) -> None:
 
     Appended to the producer's batch at once (`Buffer.append_now`), or `send_soon`
     behind what the buffer holds: after the table records they describe either way,
-    without an await; a replay
-    re-sends them and the portfolio ignores versions it has. At most
-    `CONTRIBUTIONS_PER_RECORD` per record (a record stays far below Kafka's 1 MB)."""
+    without an await; a replay re-sends them and the portfolio ignores versions it has.
+    At most `CONTRIBUTIONS_PER_RECORD` per record (a record stays far below Kafka's 1 MB)."""
     topic = service.portfolio.topic
+    buffer: Any = service.app.producer.buffer  # `runtime.buffer.Buffer` (the transport's)
     for start in range(0, len(books), CONTRIBUTIONS_PER_RECORD):
         chunk = [contribution(book) for book in books[start : start + CONTRIBUTIONS_PER_RECORD]]
         raw = contributions_to_bytes(chunk)
         service.portfolio.handoff.put(raw, chunk)
         at = max(c.at for c in chunk).timestamp()
-        buffer: Any = service.app.producer.buffer  # `runtime.buffer.Buffer` (the transport's)
         if not buffer.append_now(topic.get_topic_name(), None, raw, None, None, int(at * 1000.0)):
             topic.send_soon(key=None, value=raw, timestamp=at, force=True)
 
