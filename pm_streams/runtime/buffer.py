@@ -122,23 +122,21 @@ class Buffer(ProducerBuffer):
         channel = message.channel
         if type(channel) is not Topic:
             return False
-        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
         topic = channel.get_topic_name()
         timestamp = message.timestamp
         headers = message.headers
-        appended = append(
-            kafka,
+        joined = self._join(
             topic,
             message.key,
             message.value,
-            partition=message.partition,
-            timestamp_ms=int(timestamp * 1000.0) if timestamp else None,
-            headers=list(headers.items()) if isinstance(headers, Mapping) else headers,
+            message.partition,
+            int(timestamp * 1000.0) if timestamp else None,
+            list(headers.items()) if isinstance(headers, Mapping) else headers,
         )
-        if appended is None:
+        if joined is None:
             return False
-        batch, metadata = appended
-        self._appended(batch, topic).futures.append((fut, metadata.offset, metadata.timestamp))
+        entry, metadata = joined
+        entry.futures.append((fut, metadata.offset, metadata.timestamp))
         return True
 
     def append_now(
@@ -158,22 +156,40 @@ class Buffer(ProducerBuffer):
         (`_settle`). False: queue the record (`put`) instead."""
         if not self.direct or self._sending or self.pending._queue:  # type: ignore[attr-defined]
             return False
-        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
-        appended = append(kafka, topic, key, value, partition=partition, timestamp_ms=timestamp_ms)
-        if appended is None:
+        joined = self._join(topic, key, value, partition, timestamp_ms, None)
+        if joined is None:
             return False
-        batch, metadata = appended
-        entry = self._appended(batch, topic)
+        entry, metadata = joined
         if stored is not None:
             entry.stored[stored] = metadata.offset
         return True
 
-    def _appended(self, batch: Any, topic: str) -> _Appended:
-        appended = self._batched.get(batch)
+    def _join(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp_ms: int | None,
+        headers: Any,
+    ) -> tuple[_Appended, Any] | None:
+        """Append to aiokafka's open batch (`runtime.append`): the batch's entry here
+        (settled by `_settle` when the batch is done) and the record's metadata, or None
+        when `append` leaves the record to `send`."""
+        kafka: Any = self.app.producer._producer  # type: ignore[union-attr]  # None: not started
+        appended = append(
+            kafka, topic, key, value, partition=partition, timestamp_ms=timestamp_ms,
+            headers=headers,
+        )  # fmt: skip
         if appended is None:
-            appended = self._batched[batch] = _Appended()
+            return None
+        batch, metadata = appended
+        entry = self._batched.get(batch)
+        if entry is None:
+            entry = self._batched[batch] = _Appended()
             batch.future.add_done_callback(partial(self._settle, batch, topic))
-        return appended
+        entry.records += 1
+        return entry, metadata
 
     def _settle(self, batch: Any, topic: str, done: asyncio.Future[Any]) -> None:
         """Settle the records appended to `batch` here from the batch's result; a failed
@@ -185,8 +201,7 @@ class Buffer(ProducerBuffer):
             self.app.producer.failed(topic, exc)  # type: ignore[union-attr]
             for fut, _, _ in waiting:
                 fut.set_exception(copy.copy(exc))
-            records = len(waiting) + len(appended.stored)
-            log.warning("send_failed", topic=topic, error=repr(exc), records=records)
+            log.warning("send_failed", topic=topic, error=repr(exc), records=appended.records)
             return
         result = done.result()
         tp = batch.tp
@@ -263,9 +278,10 @@ class _Appended:
     offset in the batch, own timestamp), and per `append_now` callback the offset in the
     batch of the last record appended for it."""
 
-    __slots__ = ("futures", "stored")
+    __slots__ = ("futures", "records", "stored")
 
     def __init__(self) -> None:
+        self.records = 0
         self.futures: list[tuple[Any, int, int]] = []
         self.stored: dict[Callable[[TopicPartition, int], None], int] = {}
 
