@@ -27,7 +27,9 @@ from pm_streams.prices import PriceRefresher
 from pm_streams.processing import BookCache
 from pm_streams.runtime.append import PRODUCER_MAX_BATCH
 from pm_streams.runtime.heap import HeapKeeper
+from pm_streams.runtime.recovery import RecoveryGuard
 from pm_streams.runtime.streams import BatchingStream
+from pm_streams.runtime.tables import Table
 from pm_streams.runtime.transport import Transport, Web
 from pm_streams.settings import Settings
 from pm_streams.stored import SharedDecode
@@ -116,6 +118,8 @@ def faust_app(settings: Settings) -> faust.App:
         # take_events without Faust's 5 ms polling timer (pm_streams/runtime/streams.py): an
         # idle worker uses half the CPU.
         Stream=BatchingStream,
+        # A changelog whose partitions the metadata does not list yet is not a mismatch.
+        Table=Table,
     )
 
 
@@ -184,6 +188,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Service:
         validator=Validator(deps, db, live, engine),
         prices=PriceRefresher(deps, live),
         heap=HeapKeeper(metrics),
+        recovery=RecoveryGuard(app, metrics),
     )
     # Settle the heap (`runtime.heap`) once the tables are recovered after a rebalance.
     app.on_rebalance_complete.connect(service.heap.after_rebalance)

@@ -22,6 +22,7 @@ from pm_streams.portfolio import Portfolio
 from pm_streams.prices import PriceRefresher
 from pm_streams.processing import BookCache
 from pm_streams.runtime.heap import HeapKeeper
+from pm_streams.runtime.recovery import RecoveryGuard
 from pm_streams.settings import Settings
 from tables.db import Database
 from tables.metrics_writer import MetricsWriter
@@ -60,6 +61,7 @@ class Service:
     validator: Validator
     prices: PriceRefresher
     heap: HeapKeeper
+    recovery: RecoveryGuard
 
     @property
     def services(self) -> tuple[Any, ...]:
@@ -69,5 +71,8 @@ class Service:
             if self.settings.outputs == "worker"
             else ()
         )
-        extra = (self.snapshots, self.validator, self.prices, self.metrics_writer, self.heap)
+        extra = (
+            self.snapshots, self.validator, self.prices, self.metrics_writer, self.heap,
+            self.recovery,
+        )  # fmt: skip
         return (self.db, self.bridge, *outputs, *extra)

@@ -34,6 +34,7 @@ HELP = {
     "pm_heap_settle_seconds": "Time of the last heap settle (collect and freeze)",
     "pm_offset_gaps_filled_total": "Input records re-read because the stream skipped them",
     "pm_probes_sent_total": "Probe records sent to input partitions with unseen records",
+    "pm_recovery_rereads_total": "Table partitions read again after their recovery lost records",
     "pm_portfolio_apply_seconds": "Time to apply one batch of portfolio contributions",
     "pm_portfolio_changes_total": "Portfolio contributions applied",
     "pm_portfolio_events_total": "portfolio_updated / limit events emitted",

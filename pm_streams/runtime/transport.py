@@ -10,23 +10,36 @@ only a few hundred records a second and the input falls behind by seconds while 
 worker has CPU to spare (bench/bench_api.py, visibility at 500 events/s: totals p50
 5 s with Faust's loop, 0.16 s with this one, same code otherwise).
 
+Records that Faust's fetch loop takes from aiokafka while flow is stopped (a rebalance)
+are dropped by its `getmany`, and only the input partitions are sought back (to their
+committed offsets). A table's changelog partition being restored loses those records:
+aiokafka's position is past them and the recovery waits for them forever (seen: the
+fetch loop's pending `fetched_records` drained the changelogs, from the offset the
+recovery had just sought to, right before the recovery resumed flow). Every partition
+of such records is put back to its first one (`unread`); Faust's own seek of the input
+partitions still follows.
+
 The race with `suspend_flow` only matters when delivery can block: while flow
 control is suspended (a rebalance), while the producer buffer is over its limit,
 while the callback map is being rebuilt, or when a stream's queue is full. When none
 of these holds, the conductor's callback cannot suspend, so it is awaited directly;
 otherwise Faust's own `wait_first` runs, unchanged.
 
-Upstream: faust-streaming's `Consumer._drain_messages` awaits `wait_first` per record
+Upstream: faust-streaming's `Consumer.getmany` drops records fetched while flow is
+stopped without seeking their changelog partitions back (faust-streaming #74, #21:
+recovery hangs); `Consumer._drain_messages` awaits `wait_first` per record
 (tasks made and cancelled per record); `Topic._on_published` only logs a failed send
 while `Consumer._commit_tps` commits regardless; `Web.on_start` installs `aiohttp_cors`
 on every response.
-Delete when: faust delivers fetched records without per-record tasks, stops on a failed
+Delete when: faust seeks back every partition whose records it drops, delivers fetched
+records without per-record tasks, stops on a failed
 send and commits after the producer flushed, and makes CORS optional.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -54,6 +67,13 @@ class Consumer(faust_aiokafka.Consumer):
             await asyncio.sleep(0)
             return
         await super().sleep(n)
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        records, active = await super()._wait_next_records(timeout)
+        if records and not self.flow_active:
+            unread(self._thread._ensure_consumer(), records)
+            return {}, active
+        return records, active
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if (
@@ -108,6 +128,17 @@ class Consumer(faust_aiokafka.Consumer):
             if queue is not None and queue.full():
                 return False
         return True
+
+
+def unread(kafka: Any, records: Mapping[Any, Sequence[Any]]) -> None:
+    """Put `kafka`'s position of each partition still assigned back to its first record
+    in `records` (taken by `getmany`, not delivered): the next fetch returns them again."""
+    assigned = kafka.assignment()
+    for tp, batch in records.items():
+        if batch and tp in assigned:
+            first = batch[0].offset
+            kafka.seek(tp, first)
+            log.info("records_unread", topic=tp.topic, partition=tp.partition, offset=first)
 
 
 class Producer(faust_aiokafka.Producer):

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pm_streams.app import faust_app
+from pm_streams.runtime import transport
 from pm_streams.runtime.transport import Consumer, Web
 from pm_streams.settings import Settings
 from tests.support.loop_calls import loop_calls
@@ -145,3 +147,27 @@ def test_no_sensor_records_each_event() -> None:
     app.on_init_dependencies()  # where Faust installs its monitor as a sensor
     assert app.monitor not in set(app.sensors)
     assert list(app.sensors) == []
+
+
+async def test_records_fetched_while_flow_is_stopped_are_put_back(
+    consumer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust's `getmany` drops them (a rebalance); a changelog being restored would never
+    see them again, so they are unread and nothing is handed to `getmany`."""
+    c, _ = consumer
+    records = {"tp": ["r1", "r2"]}
+    active = {"tp"}
+
+    async def fetched(self: Any, timeout: float) -> Any:
+        return records, active
+
+    unread: list[Any] = []
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_wait_next_records", fetched)
+    monkeypatch.setattr(transport, "unread", lambda kafka, got: unread.append((kafka, got)))
+    monkeypatch.setattr(c._thread, "_ensure_consumer", lambda: "kafka")
+
+    assert await c._wait_next_records(1.0) == (records, active)  # flow active: delivered
+    assert unread == []
+    c.stop_flow()
+    assert await c._wait_next_records(1.0) == ({}, active)
+    assert unread == [("kafka", records)]
