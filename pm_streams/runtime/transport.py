@@ -134,11 +134,13 @@ def unread(kafka: Any, records: Mapping[Any, Sequence[Any]]) -> None:
     """Put `kafka`'s position of each partition still assigned back to its first record
     in `records` (taken by `getmany`, not delivered): the next fetch returns them again."""
     assigned = kafka.assignment()
+    put_back = {}
     for tp, batch in records.items():
         if batch and tp in assigned:
-            first = batch[0].offset
+            put_back[f"{tp.topic}:{tp.partition}"] = first = batch[0].offset
             kafka.seek(tp, first)
-            log.info("records_unread", topic=tp.topic, partition=tp.partition, offset=first)
+    if put_back:
+        log.info("records_unread", reason="fetched while flow was stopped", offsets=put_back)
 
 
 class Producer(faust_aiokafka.Producer):
