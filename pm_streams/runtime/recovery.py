@@ -76,6 +76,10 @@ class Stalls:
         self.quiet = quiet
         self._since: dict[Any, tuple[Restoring, float]] = {}
 
+    def forget(self) -> None:
+        """Nothing is lost while nothing is being restored or records are on their way."""
+        self._since.clear()
+
     def due(self, partitions: Mapping[Any, Restoring], now: float) -> dict[Any, int]:
         due: dict[Any, int] = {}
         since = self._since
@@ -124,11 +128,13 @@ class RecoveryGuard(Service):
         app = self.app
         recovery = app.tables.recovery
         consumer = app.consumer
-        if not recovery.in_recovery or not consumer.flow_active:
-            self.stalls.due({}, now)
+        if (
+            not recovery.in_recovery
+            or not consumer.flow_active
+            or not app.tables.changelog_queue.empty()  # records on their way to it
+        ):
+            self.stalls.forget()
             return {}
-        if not app.tables.changelog_queue.empty():
-            return {}  # records on their way to the recovery
         partitions = {
             tp: Restoring(offset, highwater, await consumer.position(tp))
             for tp in list(recovery.active_tps)
